@@ -1,0 +1,30 @@
+/* The process-wide context: config, plugins, store and server, opened and
+ * closed in one place so the CLI and the tests share the start-up path. */
+#ifndef PB_CORE_APP_H
+#define PB_CORE_APP_H
+#include <stddef.h>
+#include "config.h"
+#include "loader.h"
+#include "store.h"
+
+struct pb_server;
+
+struct pb_app {
+    struct pb_config *cfg;
+    struct pb_registry *reg;
+    pb_store *store;
+    struct pb_server *server;
+};
+
+enum pb_app_flags {
+    PB_APP_PLUGINS = 1 << 0, /* load the enabled plugins */
+    PB_APP_STORE = 1 << 1,   /* open the store and the master key */
+    PB_APP_ALL = PB_APP_PLUGINS | PB_APP_STORE
+};
+
+/* Returns 0, or the exit code the CLI should use (2 bad config or plugin,
+ * 1 runtime failure) with one line in err. */
+int pb_app_open(const char *config_path, unsigned flags, struct pb_app **out, char *err,
+                size_t err_len);
+void pb_app_close(struct pb_app *app);
+#endif

@@ -1,0 +1,10 @@
+/* Every route table the server dispatches to, in match order. */
+#ifndef PB_CORE_ROUTES_H
+#define PB_CORE_ROUTES_H
+#include "server.h"
+
+extern const struct pb_route pb_routes_health[];
+
+/* NULL-terminated list of the tables above. */
+extern const struct pb_route *const pb_route_tables[];
+#endif
