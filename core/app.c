@@ -1,4 +1,5 @@
 #include "app.h"
+#include "egress.h"
 #include "log.h"
 #include "secrets.h"
 #include "server.h"
@@ -6,6 +7,11 @@
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+static void store_log(const char *msg)
+{
+    pb_log_json(PB_LOG_ERROR, msg, json_pack("{s:s}", "component", "store"));
+}
 
 int pb_app_open(const char *config_path, unsigned flags, struct pb_app **out, char *err,
                 size_t err_len)
@@ -23,10 +29,15 @@ int pb_app_open(const char *config_path, unsigned flags, struct pb_app **out, ch
         goto fail;
     if (flags & PB_APP_STORE) {
         rc = 1;
+        pb_store_set_log(store_log);
         if (pb_secrets_init(app->cfg->master_key_file, err, err_len) != 0)
             goto fail;
         if (pb_store_open(app->cfg->store, &app->store, err, err_len) != 0)
             goto fail;
+    }
+    if ((flags & PB_APP_EGRESS) && pb_egress_init(app->cfg, &app->egress, err, err_len) != 0) {
+        rc = 2;
+        goto fail;
     }
     *out = app;
     return 0;
@@ -41,6 +52,7 @@ void pb_app_close(struct pb_app *app)
         return;
     if (app->server)
         pb_server_stop(app->server);
+    pb_egress_free(app->egress);
     if (app->store)
         pb_store_close(app->store);
     pb_secrets_shutdown(); /* a no-op when the key was never loaded */

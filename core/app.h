@@ -8,18 +8,21 @@
 #include "store.h"
 
 struct pb_server;
+struct pb_egress;
 
 struct pb_app {
     struct pb_config *cfg;
     struct pb_registry *reg;
     pb_store *store;
     struct pb_server *server;
+    struct pb_egress *egress;
 };
 
 enum pb_app_flags {
     PB_APP_PLUGINS = 1 << 0, /* load the enabled plugins */
     PB_APP_STORE = 1 << 1,   /* open the store and the master key */
-    PB_APP_ALL = PB_APP_PLUGINS | PB_APP_STORE
+    PB_APP_EGRESS = 1 << 2,  /* set up outbound HTTP */
+    PB_APP_ALL = PB_APP_PLUGINS | PB_APP_STORE | PB_APP_EGRESS
 };
 
 /* Returns 0, or the exit code the CLI should use (2 bad config or plugin,

@@ -1,9 +1,11 @@
 /* The plugboard command line: serve, check-config, plugins, project create. */
 #include "app.h"
+#include "control.h"
 #include "log.h"
 #include "secrets.h"
 #include "server.h"
 #include "util.h"
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,6 +23,14 @@ static const char usage[] =
     "  check-config          validate the config and load every enabled plugin\n"
     "  plugins               list enabled providers: name, file, ABI, capabilities\n"
     "  project create NAME   create a project and print its first API key\n"
+    "  manifest apply FILE --project P\n"
+    "                        create or update the project's integrations from amp.yaml\n"
+    "  connection import --project P --provider X --group-ref G\n"
+    "      [--access-token T --refresh-token R --expires-in S | --api-key K |\n"
+    "       --username U --password W] [--meta k=v ...]\n"
+    "                        import existing credentials as a connection\n"
+    "  installation create --project P --integration I --group-ref G [--config-file F]\n"
+    "                        install an integration for a customer (config: JSON file)\n"
     "options:\n"
     "  --config FILE         configuration file (default ./plugboard.yaml)\n";
 
@@ -73,56 +83,231 @@ static int cmd_plugins(const char *config)
     return 0;
 }
 
-static int valid_project_name(const char *s)
+/* Prints a problem as one line; 2 for bad input, 1 for the rest. */
+static int fail_problem(struct pb_problem *p)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 (i > 0 && (c == '-' || c == '_' || c == '.'));
-        if (!ok)
-            return 0;
+    const char *field = NULL;
+    json_t *first = json_array_get(p->issues, 0);
+    if (first)
+        field = json_string_value(json_object_get(first, "name"));
+    int code = p->status >= 400 && p->status < 500 && p->status != 404 && p->status != 409
+                   ? EXIT_USAGE
+                   : EXIT_RUNTIME;
+    if (field && *field && !strstr(p->detail, field))
+        fail(code, "%s: %s", field, p->detail);
+    else
+        fail(code, "%s", p->detail);
+    pb_problem_free(p);
+    return code;
+}
+
+static int print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_PRESERVE_ORDER | JSON_INDENT(2));
+    json_decref(j);
+    if (!s)
+        return EXIT_RUNTIME;
+    puts(s);
+    free(s);
+    return 0;
+}
+
+/* Opens the app and resolves --project into project_id. */
+static int open_project(const char *config, const char *project, unsigned flags,
+                        struct pb_app **app, char *project_id, size_t len)
+{
+    int rc = open_app(config, flags, app);
+    if (rc)
+        return rc;
+    struct pb_problem p = {0};
+    json_t *proj = NULL;
+    if (pb_ctl_project_resolve(*app, project, NULL, &proj, &p) != 0) {
+        pb_app_close(*app);
+        return fail_problem(&p);
     }
-    return 1;
+    snprintf(project_id, len, "%s", json_string_value(json_object_get(proj, "id")));
+    json_decref(proj);
+    return 0;
 }
 
 static int cmd_project_create(const char *config, const char *name)
 {
-    if (!valid_project_name(name))
-        return fail(EXIT_USAGE,
-                    "project name '%s' is invalid: 1-64 letters, digits, '-', '_' or '.', "
-                    "starting with a letter or digit",
-                    name);
+    struct pb_problem p = {0};
+    json_t *out = NULL;
+    /* Validate before touching the store, so a bad name creates nothing. */
+    if (pb_ctl_project_name_check(name, &p) != 0)
+        return fail_problem(&p);
     struct pb_app *app;
     int rc = open_app(config, PB_APP_STORE, &app);
     if (rc)
         return rc;
-    char id[64], key_id[64], hash[65];
-    pb_random_id("prj_", id, sizeof id);
-    pb_random_id("key_", key_id, sizeof key_id);
-    char *key = pb_api_key_new();
-    pb_key_hash(key, hash);
-    char prefix[16];
-    snprintf(prefix, sizeof prefix, "%.10s", key);
-    json_t *proj = NULL;
-    rc = pb_store_project_create_with_key(app->store, id, name, key_id, hash, prefix, &proj);
-    if (rc == PB_STORE_CONFLICT) {
-        rc = fail(EXIT_RUNTIME, "project '%s' already exists", name);
-    } else if (rc != 0) {
-        rc = fail(EXIT_RUNTIME, "cannot create project '%s': the store failed", name);
-    } else {
-        json_t *outj = json_pack("{s:O, s:O, s:s}", "id", json_object_get(proj, "id"), "name",
-                                 json_object_get(proj, "name"), "apiKey", key);
-        char *s = json_dumps(outj, JSON_PRESERVE_ORDER);
-        puts(s);
-        free(s);
-        json_decref(outj);
+    if (pb_ctl_project_create(app, name, &out, &p) != 0)
+        rc = fail_problem(&p);
+    else
+        rc = print_json(json_pack("{s:O, s:O, s:O}", "id", json_object_get(out, "id"), "name",
+                                  json_object_get(out, "name"), "apiKey",
+                                  json_object_get(out, "apiKey")));
+    json_decref(out);
+    pb_app_close(app);
+    return rc;
+}
+
+static int cmd_manifest_apply(const char *config, const char *file, const char *project)
+{
+    if (!project)
+        return fail(EXIT_USAGE, "usage: plugboard manifest apply FILE --project ID_OR_NAME");
+    FILE *f = fopen(file, "rb");
+    if (!f)
+        return fail(EXIT_USAGE, "%s: cannot read: %s", file, strerror(errno));
+    struct pb_buf text = {0};
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        pb_buf_append(&text, chunk, n);
+    fclose(f);
+    struct pb_app *app;
+    char pid[64];
+    int rc = open_project(config, project, PB_APP_PLUGINS | PB_APP_STORE, &app, pid, sizeof pid);
+    if (rc) {
+        pb_buf_free(&text);
+        return rc;
     }
-    json_decref(proj);
-    memset(key, 0, strlen(key));
-    free(key);
+    struct pb_problem p = {0};
+    json_t *out = NULL;
+    if (pb_ctl_manifest_apply(app, pid, text.data ? text.data : "", text.len, file, &out, &p) != 0)
+        rc = fail_problem(&p);
+    else
+        rc = print_json(out);
+    pb_buf_free(&text);
+    pb_app_close(app);
+    return rc;
+}
+
+struct opts {
+    const char *names[24];
+    const char *values[24];
+    size_t n;
+};
+
+static const char *opt(const struct opts *o, const char *name)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp(o->names[i], name) == 0)
+            return o->values[i];
+    return NULL;
+}
+
+static int cmd_connection_import(const char *config, const struct opts *o)
+{
+    const char *project = opt(o, "project"), *provider = opt(o, "provider"),
+               *group = opt(o, "group-ref");
+    if (!project || !provider || !group)
+        return fail(EXIT_USAGE,
+                    "usage: plugboard connection import --project P --provider X --group-ref G "
+                    "[--access-token T --refresh-token R --expires-in S | --api-key K | "
+                    "--username U --password W] [--meta k=v ...]");
+    json_t *body = json_pack("{s:s, s:s}", "groupRef", group, "provider", provider);
+    if (opt(o, "consumer-ref"))
+        json_object_set_new(body, "consumerRef", json_string(opt(o, "consumer-ref")));
+    const char *at = opt(o, "access-token"), *rt = opt(o, "refresh-token"),
+               *exp = opt(o, "expires-in");
+    if (at || rt) {
+        json_t *oa = json_object();
+        if (at) {
+            json_t *a = json_pack("{s:s}", "token", at);
+            if (exp) {
+                char *end = NULL;
+                long secs = strtol(exp, &end, 10);
+                if (!*exp || *end || secs <= 0) {
+                    json_decref(a);
+                    json_decref(oa);
+                    json_decref(body);
+                    return fail(EXIT_USAGE, "--expires-in must be a positive number of seconds");
+                }
+                char ts[40];
+                pb_fmt_rfc3339(pb_wall_ms() + secs * 1000L, ts, sizeof ts);
+                json_object_set_new(a, "expiresAt", json_string(ts));
+            }
+            json_object_set_new(oa, "accessToken", a);
+        }
+        if (rt)
+            json_object_set_new(oa, "refreshToken", json_pack("{s:s}", "token", rt));
+        json_object_set_new(body, "oauth2AuthorizationCode", oa);
+    }
+    if (opt(o, "api-key"))
+        json_object_set_new(body, "apiKey", json_string(opt(o, "api-key")));
+    if (opt(o, "username"))
+        json_object_set_new(body, "basicAuth",
+                            json_pack("{s:s, s:s}", "username", opt(o, "username"), "password",
+                                      opt(o, "password") ? opt(o, "password") : ""));
+    json_t *md = json_object();
+    for (size_t i = 0; i < o->n; i++) {
+        if (strcmp(o->names[i], "meta") != 0)
+            continue;
+        const char *eq = strchr(o->values[i], '=');
+        if (!eq || eq == o->values[i]) {
+            json_decref(md);
+            json_decref(body);
+            return fail(EXIT_USAGE, "--meta takes key=value, not '%s'", o->values[i]);
+        }
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - o->values[i]), o->values[i]);
+        json_object_set_new(md, key, json_pack("{s:s}", "value", eq + 1));
+    }
+    if (json_object_size(md))
+        json_object_set(body, "providerMetadata", md);
+    json_decref(md);
+    struct pb_app *app;
+    char pid[64];
+    int rc = open_project(config, project, PB_APP_PLUGINS | PB_APP_STORE, &app, pid, sizeof pid);
+    if (rc) {
+        json_decref(body);
+        return rc;
+    }
+    struct pb_problem p = {0};
+    json_t *out = NULL;
+    if (pb_ctl_connection_generate(app, pid, body, &out, &p) != 0)
+        rc = fail_problem(&p);
+    else
+        rc = print_json(out);
+    json_decref(body);
+    pb_app_close(app);
+    return rc;
+}
+
+static int cmd_installation_create(const char *config, const struct opts *o)
+{
+    const char *project = opt(o, "project"), *integration = opt(o, "integration"),
+               *group = opt(o, "group-ref"), *file = opt(o, "config-file");
+    if (!project || !integration || !group)
+        return fail(EXIT_USAGE, "usage: plugboard installation create --project P --integration I "
+                                "--group-ref G [--config-file F] [--connection-id C]");
+    json_t *cfgj;
+    if (file) {
+        json_error_t e;
+        cfgj = json_load_file(file, JSON_REJECT_DUPLICATES, &e);
+        if (!cfgj)
+            return fail(EXIT_USAGE, "%s:%d:%d: %s", file, e.line, e.column, e.text);
+    } else {
+        cfgj = json_pack("{s:{}}", "content");
+    }
+    json_t *body = json_pack("{s:s, s:o}", "groupRef", group, "config", cfgj);
+    if (opt(o, "connection-id"))
+        json_object_set_new(body, "connectionId", json_string(opt(o, "connection-id")));
+    struct pb_app *app;
+    char pid[64];
+    int rc = open_project(config, project, PB_APP_PLUGINS | PB_APP_STORE, &app, pid, sizeof pid);
+    if (rc) {
+        json_decref(body);
+        return rc;
+    }
+    struct pb_problem p = {0};
+    json_t *out = NULL;
+    if (pb_ctl_installation_create(app, pid, integration, body, &out, &p) != 0)
+        rc = fail_problem(&p);
+    else
+        rc = print_json(out);
+    json_decref(body);
     pb_app_close(app);
     return rc;
 }
@@ -164,22 +349,46 @@ int main(int argc, char **argv)
     const char *config = "./plugboard.yaml";
     const char *args[8];
     int nargs = 0;
+    struct opts o = {.n = 0};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0) {
-            if (++i >= argc)
-                return fail(EXIT_USAGE, "--config needs a file");
-            config = argv[i];
-        } else if (strncmp(argv[i], "--config=", 9) == 0) {
-            config = argv[i] + 9;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("plugboard %s (plugin ABI %d.%d)\n", PACKAGE_VERSION, PB_PLUGIN_ABI_MAJOR,
                    PB_PLUGIN_ABI_MINOR);
             return 0;
-        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
-            return fail(EXIT_USAGE, "unknown option '%s'", argv[i]);
+        } else if (strncmp(argv[i], "--", 2) == 0) {
+            const char *name = argv[i] + 2, *value;
+            const char *eq = strchr(name, '=');
+            char buf[64];
+            if (eq) {
+                snprintf(buf, sizeof buf, "%.*s", (int)(eq - name), name);
+                name = buf;
+                value = eq + 1;
+            } else if (i + 1 < argc) {
+                value = argv[++i];
+            } else {
+                return fail(EXIT_USAGE, "option '%s' needs a value", argv[i]);
+            }
+            if (strcmp(name, "config") == 0) {
+                config = value;
+                continue;
+            }
+            static const char *const known[] = {
+                "project", "provider", "group-ref", "consumer-ref", "access-token",
+                "refresh-token", "expires-in", "api-key", "username", "password", "meta",
+                "integration", "config-file", "connection-id", NULL};
+            const char *k = NULL;
+            for (const char *const *kn = known; *kn; kn++)
+                if (strcmp(*kn, name) == 0)
+                    k = *kn;
+            if (!k)
+                return fail(EXIT_USAGE, "unknown option '--%s'", name);
+            if (o.n >= sizeof o.names / sizeof o.names[0])
+                return fail(EXIT_USAGE, "too many options");
+            o.names[o.n] = k;
+            o.values[o.n++] = value;
         } else if (nargs < 8) {
             args[nargs++] = argv[i];
         } else {
@@ -202,5 +411,14 @@ int main(int argc, char **argv)
             return cmd_project_create(config, args[2]);
         return fail(EXIT_USAGE, "usage: plugboard project create NAME");
     }
+    if (strcmp(cmd, "manifest") == 0) {
+        if (nargs == 3 && strcmp(args[1], "apply") == 0)
+            return cmd_manifest_apply(config, args[2], opt(&o, "project"));
+        return fail(EXIT_USAGE, "usage: plugboard manifest apply FILE --project ID_OR_NAME");
+    }
+    if (strcmp(cmd, "connection") == 0 && nargs == 2 && strcmp(args[1], "import") == 0)
+        return cmd_connection_import(config, &o);
+    if (strcmp(cmd, "installation") == 0 && nargs == 2 && strcmp(args[1], "create") == 0)
+        return cmd_installation_create(config, &o);
     return fail(EXIT_USAGE, "unknown command '%s' (see plugboard --help)", cmd);
 }

@@ -4,6 +4,7 @@
 #include "server.h"
 
 extern const struct pb_route pb_routes_health[];
+extern const struct pb_route pb_routes_control[];
 
 /* NULL-terminated list of the tables above. */
 extern const struct pb_route *const pb_route_tables[];

@@ -263,7 +263,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!r->route) {
         char detail[256];
-        snprintf(detail, sizeof detail, "%s %s", method, r->status == 405 ? "is not allowed on this path" : "matches no route");
+        snprintf(detail, sizeof detail, "%s %.200s %s", method, r->path,
+                 r->status == 405 ? "is not allowed on this path" : "matches no route");
         return (enum MHD_Result)pb_reply_problem(
             r, r->status, r->status == 405 ? "method-not-allowed" : "not-found",
             r->status == 405 ? "Method not allowed" : "Not found", detail, 0, NULL);

@@ -52,4 +52,76 @@ int pb_store_schema_latest(pb_store *st);
  * stderr. Set once at startup, before stores are used from other threads. */
 typedef void (*pb_store_log_fn)(const char *msg);
 void pb_store_set_log(pb_store_log_fn fn);
+/* ---- Control plane ----------------------------------------------------
+ * Every function scopes by project: an id from another project is
+ * PB_STORE_NOTFOUND. Times in API shapes are RFC 3339 UTC strings; *_ms
+ * arguments are unix milliseconds. *out values are new references. */
+
+/* Bumped on every write to api_keys, integrations, connections or
+ * installations, so in-memory caches know when to drop entries. */
+uint64_t pb_store_generation(pb_store *st);
+
+/* Creates or updates (matched by name) the project's integrations from a
+ * parsed manifest's "integrations" array, in one transaction; integrations
+ * absent from the array are kept. *out: the project's integrations. API
+ * shape: {"id","projectId","name","provider","displayName"?,"proxy":{...},
+ * "write":{...},"read":{...},"createTime","updateTime"}. */
+int pb_store_integrations_apply(pb_store *st, const char *project_id, const json_t *integrations,
+                                json_t **out);
+int pb_store_integration_list(pb_store *st, const char *project_id, json_t **out);
+int pb_store_integration_get(pb_store *st, const char *project_id, const char *id_or_name,
+                             json_t **out);
+
+/* conn: {"id","provider","groupRef","consumerRef"?,"authType",
+ * "providerMetadata"?:{...},"scopes"?:[str],"expiresAt"?:ms}. sealed is
+ * pb_secret_seal() of the credentials JSON. API shape (never secrets):
+ * {"id","projectId","provider","groupRef","consumerRef"?,"authScheme",
+ * "providerMetadata","scopes"?,"status","accessTokenExpiresAt"?,
+ * "createTime","updateTime","version"}. */
+int pb_store_connection_create(pb_store *st, const char *project_id, const json_t *conn,
+                               const char *sealed, json_t **out);
+/* sealed_out (may be NULL) gets a malloc'd copy of the sealed credentials. */
+int pb_store_connection_get(pb_store *st, const char *project_id, const char *id, json_t **out,
+                            char **sealed_out);
+int pb_store_connection_list(pb_store *st, const char *project_id, const char *group_ref,
+                             json_t **out);
+/* PB_STORE_CONFLICT while an installation uses it. */
+int pb_store_connection_delete(pb_store *st, const char *project_id, const char *id);
+/* After a token refresh: new sealed credentials and expiry, metadata merged
+ * (may be NULL), status back to "working", failures reset. Compare-and-set
+ * on version: PB_STORE_CONFLICT when another writer got there first.
+ * expires_at_ms 0 clears the expiry. */
+int pb_store_connection_update_credentials(pb_store *st, const char *id,
+                                           long long expected_version, const char *sealed,
+                                           int64_t expires_at_ms, const json_t *metadata_merge,
+                                           long long *new_version);
+/* Records a failed refresh: failures + 1, refresh_retry_at, status. */
+int pb_store_connection_refresh_failed(pb_store *st, const char *id, int64_t retry_at_ms,
+                                       const char *status);
+
+int pb_store_oauth_state_put(pb_store *st, const char *state, const char *project_id,
+                             const json_t *payload, int64_t expires_at_ms);
+/* Single use: removes the state and returns it. PB_STORE_NOTFOUND when
+ * unknown, already used or expired (expired rows are removed too). */
+int pb_store_oauth_state_take(pb_store *st, const char *state, int64_t now_ms,
+                              char *project_id_out, size_t len, json_t **payload);
+
+/* inst: {"id","integrationId","groupRef","connectionId"?,"config":{...}}.
+ * PB_STORE_CONFLICT when the group already has an installation of that
+ * integration; PB_STORE_NOTFOUND when the integration or connection is not
+ * in this project. API shape: {"id","projectId","integrationId","groupRef",
+ * "connectionId"?,"config":{...},"createTime","updateTime"}. */
+int pb_store_installation_create(pb_store *st, const char *project_id, const json_t *inst,
+                                 json_t **out);
+int pb_store_installation_get(pb_store *st, const char *project_id, const char *id,
+                              json_t **out);
+int pb_store_installation_find(pb_store *st, const char *project_id, const char *integration_id,
+                               const char *group_ref, json_t **out);
+/* integration_id and group_ref filter when non-NULL; ordered by creation. */
+int pb_store_installation_list(pb_store *st, const char *project_id, const char *integration_id,
+                               const char *group_ref, json_t **out);
+/* Replaces connection_id (NULL clears) and the whole config. */
+int pb_store_installation_update(pb_store *st, const char *project_id, const char *id,
+                                 const char *connection_id, const json_t *config, json_t **out);
+int pb_store_installation_delete(pb_store *st, const char *project_id, const char *id);
 #endif

@@ -28,11 +28,14 @@
  */
 #include "store.h"
 
+#include "secrets.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +47,9 @@ struct pb_store {
     sqlite3 *db;
     pthread_mutex_t mu;
     char *path;
+    /* pb_store_generation(): bumped after each committed write to api_keys,
+     * integrations, connections or installations (and projects). */
+    _Atomic uint64_t generation;
 };
 
 /* Numbered migrations: migrations[i] is version i + 1, a NULL-terminated
@@ -389,6 +395,13 @@ static const char *col_text(sqlite3_stmt *s, int i)
     return t ? (const char *)t : "";
 }
 
+/* After a committed write that callers' caches may hold (see
+ * pb_store_generation). */
+static void gen_bump(pb_store *st)
+{
+    atomic_fetch_add_explicit(&st->generation, 1, memory_order_acq_rel);
+}
+
 /* ---- opening and migrations ---------------------------------------------- */
 
 /* "sqlite:PATH" or "sqlite://PATH" (so "sqlite:///abs/path" works too). */
@@ -609,6 +622,8 @@ int pb_store_open(const char *url, pb_store **out, char *err, size_t err_len)
         seterr(err, err_len, "store %s: out of memory", path);
         return PB_STORE_ERR;
     }
+    /* Starts at 1, so a cache stamped 0 never looks current. */
+    atomic_init(&st->generation, 1);
     if (pthread_mutex_init(&st->mu, NULL) != 0) {
         free(st->path);
         free(st);
@@ -734,6 +749,8 @@ int pb_store_project_create(pb_store *st, const char *id, const char *name, json
         return PB_STORE_ERR;
     pthread_mutex_lock(&st->mu);
     int rc = insert_project(st, id, name, now);
+    if (rc == PB_STORE_OK)
+        gen_bump(st);
     pthread_mutex_unlock(&st->mu);
     if (rc == PB_STORE_OK && out)
         *out = p;
@@ -819,6 +836,8 @@ int pb_store_api_key_add(pb_store *st, const char *key_id, const char *project_i
     pthread_mutex_lock(&st->mu);
     /* An unknown project_id fails the foreign key: PB_STORE_NOTFOUND. */
     int rc = insert_api_key(st, key_id, project_id, hash_hex, prefix, now_ms());
+    if (rc == PB_STORE_OK)
+        gen_bump(st);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -882,10 +901,1073 @@ int pb_store_project_create_with_key(pb_store *st, const char *id, const char *n
         rc = tx_commit(st);
     else
         tx_rollback(st);
+    if (rc == PB_STORE_OK)
+        gen_bump(st);
     pthread_mutex_unlock(&st->mu);
     if (rc == PB_STORE_OK && out)
         *out = p;
     else
         json_decref(p);
+    return rc;
+}
+
+/* ---- control plane --------------------------------------------------------
+ *
+ * Reads and single-statement writes run under the store mutex alone; a write
+ * that needs more than one statement (or checks before it writes, so that it
+ * can tell NOTFOUND from CONFLICT) runs in BEGIN IMMEDIATE and rolls back on
+ * any failure. gen_bump() follows each successful commit that changed a row
+ * of api_keys, integrations, connections or installations. */
+
+uint64_t pb_store_generation(pb_store *st)
+{
+    return st ? atomic_load_explicit(&st->generation, memory_order_acquire) : 0;
+}
+
+/* A non-empty string member, or NULL. */
+static const char *req_str(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v && *v ? v : NULL;
+}
+
+/* An optional string member: NULL when absent or null; *bad set when it is
+ * something else. */
+static const char *opt_str(const json_t *o, const char *key, int *bad)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        *bad = 1;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* An optional object member: NULL when absent or null; *bad set when it is
+ * something else. */
+static json_t *opt_obj(const json_t *o, const char *key, int *bad)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return NULL;
+    if (!json_is_object(v))
+        *bad = 1;
+    return json_is_object(v) ? v : NULL;
+}
+
+/* Compact JSON for a TEXT column (free()); NULL on failure. */
+static char *dump_json(const json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+/* A JSON TEXT column as a new reference; NULL when SQL NULL or invalid. */
+static json_t *col_json(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? json_loads((const char *)t, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+/* json_object_set_new that counts failures (a NULL value is one). */
+static void put(json_t *o, const char *key, json_t *v, int *bad)
+{
+    if (json_object_set_new(o, key, v) != 0)
+        *bad = 1;
+}
+
+static void put_str(json_t *o, const char *key, sqlite3_stmt *s, int col, int *bad)
+{
+    put(o, key, json_string(col_text(s, col)), bad);
+}
+
+/* Only when the column is not NULL. */
+static void put_opt_str(json_t *o, const char *key, sqlite3_stmt *s, int col, int *bad)
+{
+    if (sqlite3_column_type(s, col) != SQLITE_NULL)
+        put_str(o, key, s, col, bad);
+}
+
+static void put_time(json_t *o, const char *key, sqlite3_stmt *s, int col, int *bad)
+{
+    char ts[32];
+    fmt_time(sqlite3_column_int64(s, col), ts);
+    put(o, key, json_string(ts), bad);
+}
+
+static json_t *finish(json_t *o, int bad)
+{
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Binds ?1..?n to the strings given (NULL binds SQL NULL). */
+static int bind_texts(sqlite3_stmt *s, int n, va_list ap)
+{
+    int rc = SQLITE_OK;
+    for (int i = 1; i <= n; i++) {
+        const char *v = va_arg(ap, const char *);
+        if (rc == SQLITE_OK)
+            rc = bind_text(s, i, v);
+    }
+    return rc;
+}
+
+/* Prepares sql with n text parameters. */
+static int prep_bind(pb_store *st, const char *sql, sqlite3_stmt **s, const char *what, int n,
+                     ...)
+{
+    int rc = prepare(st, sql, s, what);
+    if (rc != PB_STORE_OK)
+        return rc;
+    va_list ap;
+    va_start(ap, n);
+    int b = bind_texts(*s, n, ap);
+    va_end(ap);
+    if (b != SQLITE_OK) {
+        rc = db_fail(st, what);
+        sqlite3_finalize(*s);
+        *s = NULL;
+    }
+    return rc;
+}
+
+typedef json_t *(*row_fn)(sqlite3_stmt *s);
+
+/* The first row through fn into *out; PB_STORE_NOTFOUND when none. */
+static int one_row(pb_store *st, sqlite3_stmt *s, row_fn fn, json_t **out, const char *what)
+{
+    int r = sqlite3_step(s);
+    if (r == SQLITE_DONE)
+        return PB_STORE_NOTFOUND;
+    if (r != SQLITE_ROW)
+        return db_fail(st, what);
+    *out = fn(s);
+    return *out ? PB_STORE_OK : PB_STORE_ERR;
+}
+
+/* Every row through fn, appended to arr. */
+static int all_rows(pb_store *st, sqlite3_stmt *s, row_fn fn, json_t *arr, const char *what)
+{
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (json_array_append_new(arr, fn(s)) != 0)
+            return PB_STORE_ERR;
+    }
+    return r == SQLITE_DONE ? PB_STORE_OK : db_fail(st, what);
+}
+
+/* Runs a query with n text parameters and builds one object (or
+ * PB_STORE_NOTFOUND). Caller holds the mutex. */
+static int fetch_one(pb_store *st, const char *sql, row_fn fn, json_t **out, const char *what,
+                     int n, ...)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s, what);
+    if (rc != PB_STORE_OK)
+        return rc;
+    va_list ap;
+    va_start(ap, n);
+    int b = bind_texts(s, n, ap);
+    va_end(ap);
+    rc = b != SQLITE_OK ? db_fail(st, what) : one_row(st, s, fn, out, what);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Same, every row into a new array. */
+static int fetch_all(pb_store *st, const char *sql, row_fn fn, json_t **out, const char *what,
+                     int n, ...)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return PB_STORE_ERR;
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s, what);
+    if (rc == PB_STORE_OK) {
+        va_list ap;
+        va_start(ap, n);
+        int b = bind_texts(s, n, ap);
+        va_end(ap);
+        rc = b != SQLITE_OK ? db_fail(st, what) : all_rows(st, s, fn, arr, what);
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK)
+        *out = arr;
+    else
+        json_decref(arr);
+    return rc;
+}
+
+/* PB_STORE_OK when the query (n text parameters) yields a row,
+ * PB_STORE_NOTFOUND when it does not. */
+static int exists(pb_store *st, const char *sql, const char *what, int n, ...)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s, what);
+    if (rc != PB_STORE_OK)
+        return rc;
+    va_list ap;
+    va_start(ap, n);
+    int b = bind_texts(s, n, ap);
+    va_end(ap);
+    if (b != SQLITE_OK) {
+        rc = db_fail(st, what);
+    } else {
+        int r = sqlite3_step(s);
+        rc = r == SQLITE_ROW ? PB_STORE_OK : r == SQLITE_DONE ? PB_STORE_NOTFOUND
+                                                              : db_fail(st, what);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Ends a transaction: commits when rc is PB_STORE_OK (and bumps the
+ * generation when `bump`), rolls back otherwise. */
+static int tx_end(pb_store *st, int rc, int bump)
+{
+    if (rc == PB_STORE_OK) {
+        rc = tx_commit(st);
+        if (rc == PB_STORE_OK && bump)
+            gen_bump(st);
+    } else {
+        tx_rollback(st);
+    }
+    return rc;
+}
+
+/* ---- integrations ---- */
+
+#define INTEGRATION_COLS                                                                       \
+    "id, project_id, name, provider, display_name, definition, created_at, updated_at"
+
+/* A definition part (proxy, write, read) of a manifest entry or stored
+ * definition as a new reference, or the manifest's default for it. */
+static json_t *def_part(const json_t *def, const char *key)
+{
+    json_t *v = json_object_get(def, key);
+    if (json_is_object(v))
+        return json_incref(v);
+    if (strcmp(key, "proxy") == 0)
+        return json_pack("{s:b}", "enabled", 0);
+    return json_pack("{s:[]}", "objects");
+}
+
+static json_t *integration_row(sqlite3_stmt *s)
+{
+    json_t *o = json_object();
+    json_t *def = col_json(s, 5);
+    int bad = !o;
+    put_str(o, "id", s, 0, &bad);
+    put_str(o, "projectId", s, 1, &bad);
+    put_str(o, "name", s, 2, &bad);
+    put_str(o, "provider", s, 3, &bad);
+    put_opt_str(o, "displayName", s, 4, &bad);
+    put(o, "proxy", def_part(def, "proxy"), &bad);
+    put(o, "write", def_part(def, "write"), &bad);
+    put(o, "read", def_part(def, "read"), &bad);
+    put_time(o, "createTime", s, 6, &bad);
+    put_time(o, "updateTime", s, 7, &bad);
+    json_decref(def);
+    return finish(o, bad);
+}
+
+static int list_integrations(pb_store *st, const char *project_id, json_t **out)
+{
+    return fetch_all(st,
+                     "SELECT " INTEGRATION_COLS " FROM integrations WHERE project_id = ?1"
+                     " ORDER BY created_at, rowid",
+                     integration_row, out, "list integrations", 1, project_id);
+}
+
+/* One manifest entry, checked and prepared for the columns. */
+struct int_entry {
+    const char *name, *provider, *display_name;
+    int proxy_enabled;
+    char *definition;
+};
+
+static int prepare_entry(const json_t *e, struct int_entry *ie)
+{
+    int bad = !json_is_object(e);
+    ie->name = req_str(e, "name");
+    ie->provider = req_str(e, "provider");
+    ie->display_name = opt_str(e, "displayName", &bad);
+    json_t *proxy = opt_obj(e, "proxy", &bad);
+    opt_obj(e, "write", &bad);
+    opt_obj(e, "read", &bad);
+    if (bad || !ie->name || !ie->provider)
+        return -1;
+    ie->proxy_enabled = json_is_true(json_object_get(proxy, "enabled"));
+    json_t *def = json_object();
+    int dbad = !def;
+    put(def, "proxy", def_part(e, "proxy"), &dbad);
+    put(def, "write", def_part(e, "write"), &dbad);
+    put(def, "read", def_part(e, "read"), &dbad);
+    ie->definition = dbad ? NULL : dump_json(def);
+    json_decref(def);
+    return ie->definition ? 0 : -1;
+}
+
+static int apply_entry(pb_store *st, sqlite3_stmt *sel, sqlite3_stmt *upd, sqlite3_stmt *ins,
+                       const char *project_id, const struct int_entry *ie, int64_t now)
+{
+    const char *what = "apply integrations";
+    sqlite3_reset(sel);
+    sqlite3_reset(upd);
+    sqlite3_reset(ins);
+    if (bind_text(sel, 1, project_id) | bind_text(sel, 2, ie->name))
+        return db_fail(st, what);
+    int r = sqlite3_step(sel);
+    if (r == SQLITE_ROW) {
+        if (bind_text(upd, 1, col_text(sel, 0)) | bind_text(upd, 2, ie->provider) |
+            bind_text(upd, 3, ie->display_name) | sqlite3_bind_int(upd, 4, ie->proxy_enabled) |
+            bind_text(upd, 5, ie->definition) | sqlite3_bind_int64(upd, 6, now))
+            return db_fail(st, what);
+        /* sel's row (the bound id) stays valid until sel is reset. */
+        return step_rc(st, sqlite3_step(upd), what);
+    }
+    if (r != SQLITE_DONE)
+        return db_fail(st, what);
+    char id[64];
+    pb_random_id("int_", id, sizeof id);
+    if (bind_text(ins, 1, id) | bind_text(ins, 2, project_id) | bind_text(ins, 3, ie->name) |
+        bind_text(ins, 4, ie->provider) | bind_text(ins, 5, ie->display_name) |
+        sqlite3_bind_int(ins, 6, ie->proxy_enabled) | bind_text(ins, 7, ie->definition) |
+        sqlite3_bind_int64(ins, 8, now))
+        return db_fail(st, what);
+    return step_rc(st, sqlite3_step(ins), what);
+}
+
+int pb_store_integrations_apply(pb_store *st, const char *project_id, const json_t *integrations,
+                                json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !json_is_array(integrations))
+        return PB_STORE_ERR;
+    size_t n = json_array_size(integrations);
+    struct int_entry *ents = calloc(n ? n : 1, sizeof *ents);
+    if (!ents)
+        return PB_STORE_ERR;
+    int rc = PB_STORE_OK;
+    /* Checked and serialized before anything is written. */
+    for (size_t i = 0; i < n && rc == PB_STORE_OK; i++)
+        if (prepare_entry(json_array_get(integrations, i), &ents[i]) != 0)
+            rc = PB_STORE_ERR;
+    if (rc != PB_STORE_OK)
+        goto done;
+
+    const char *what = "apply integrations";
+    int64_t now = now_ms();
+    json_t *list = NULL;
+    sqlite3_stmt *sel = NULL, *upd = NULL, *ins = NULL;
+    pthread_mutex_lock(&st->mu);
+    rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = exists(st, "SELECT 1 FROM projects WHERE id = ?1", what, 1, project_id);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st, "SELECT id FROM integrations WHERE project_id = ?1 AND name = ?2", &sel,
+                     what);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "UPDATE integrations SET provider = ?2, display_name = ?3,"
+                     " proxy_enabled = ?4, definition = ?5, updated_at = ?6 WHERE id = ?1",
+                     &upd, what);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "INSERT INTO integrations(id, project_id, name, provider, display_name,"
+                     " proxy_enabled, definition, created_at, updated_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                     &ins, what);
+    for (size_t i = 0; i < n && rc == PB_STORE_OK; i++)
+        rc = apply_entry(st, sel, upd, ins, project_id, &ents[i], now);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    sqlite3_finalize(ins);
+    if (rc == PB_STORE_OK && out)
+        rc = list_integrations(st, project_id, &list);
+    rc = tx_end(st, rc, n > 0);
+    pthread_mutex_unlock(&st->mu);
+    if (rc == PB_STORE_OK && out)
+        *out = list;
+    else
+        json_decref(list);
+done:
+    for (size_t i = 0; i < n; i++)
+        free(ents[i].definition);
+    free(ents);
+    return rc;
+}
+
+int pb_store_integration_list(pb_store *st, const char *project_id, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    int rc = list_integrations(st, project_id, out);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_integration_get(pb_store *st, const char *project_id, const char *id_or_name,
+                             json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !id_or_name || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    /* By id first, then by name (an id never collides with another
+     * integration's name in practice, but the order is defined). */
+    int rc = fetch_one(st,
+                       "SELECT " INTEGRATION_COLS ", 0 AS pri FROM integrations"
+                       " WHERE project_id = ?1 AND id = ?2"
+                       " UNION ALL"
+                       " SELECT " INTEGRATION_COLS ", 1 AS pri FROM integrations"
+                       " WHERE project_id = ?1 AND name = ?2"
+                       " ORDER BY pri LIMIT 1",
+                       integration_row, out, "get integration", 2, project_id, id_or_name);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- connections ---- */
+
+#define CONNECTION_COLS                                                                        \
+    "id, project_id, provider, group_ref, consumer_ref, auth_type, provider_metadata, scopes,"  \
+    " status, expires_at, created_at, updated_at, version"
+
+static json_t *connection_row(sqlite3_stmt *s)
+{
+    json_t *o = json_object();
+    int bad = !o;
+    put_str(o, "id", s, 0, &bad);
+    put_str(o, "projectId", s, 1, &bad);
+    put_str(o, "provider", s, 2, &bad);
+    put_str(o, "groupRef", s, 3, &bad);
+    put_opt_str(o, "consumerRef", s, 4, &bad);
+    put_str(o, "authScheme", s, 5, &bad);
+    put(o, "providerMetadata", col_json(s, 6), &bad);
+    if (sqlite3_column_type(s, 7) != SQLITE_NULL)
+        put(o, "scopes", col_json(s, 7), &bad);
+    put_str(o, "status", s, 8, &bad);
+    if (sqlite3_column_type(s, 9) != SQLITE_NULL)
+        put_time(o, "accessTokenExpiresAt", s, 9, &bad);
+    put_time(o, "createTime", s, 10, &bad);
+    put_time(o, "updateTime", s, 11, &bad);
+    put(o, "version", json_integer(sqlite3_column_int64(s, 12)), &bad);
+    return finish(o, bad);
+}
+
+/* One connection of the project, and its sealed credentials when asked.
+ * Caller holds the mutex. */
+static int get_connection(pb_store *st, const char *project_id, const char *id, json_t **out,
+                          char **sealed_out)
+{
+    const char *what = "get connection";
+    sqlite3_stmt *s;
+    int rc = prep_bind(st,
+                       "SELECT " CONNECTION_COLS ", credentials_sealed FROM connections"
+                       " WHERE project_id = ?1 AND id = ?2",
+                       &s, what, 2, project_id, id);
+    if (rc != PB_STORE_OK)
+        return rc;
+    rc = one_row(st, s, connection_row, out, what);
+    if (rc == PB_STORE_OK && sealed_out) {
+        *sealed_out = strdup(col_text(s, 13));
+        if (!*sealed_out) {
+            json_decref(*out);
+            *out = NULL;
+            rc = PB_STORE_ERR;
+        }
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int pb_store_connection_create(pb_store *st, const char *project_id, const json_t *conn,
+                               const char *sealed, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !json_is_object(conn) || !sealed || !*sealed)
+        return PB_STORE_ERR;
+    int bad = 0;
+    const char *id = req_str(conn, "id");
+    const char *provider = req_str(conn, "provider");
+    const char *group_ref = req_str(conn, "groupRef");
+    const char *auth_type = req_str(conn, "authType");
+    const char *consumer_ref = opt_str(conn, "consumerRef", &bad);
+    json_t *md = opt_obj(conn, "providerMetadata", &bad);
+    json_t *scopes = json_object_get(conn, "scopes");
+    if (json_is_null(scopes))
+        scopes = NULL;
+    if (scopes) {
+        size_t i;
+        json_t *v;
+        if (!json_is_array(scopes))
+            bad = 1;
+        json_array_foreach(scopes, i, v)
+        {
+            if (!json_is_string(v))
+                bad = 1;
+        }
+    }
+    json_t *exp = json_object_get(conn, "expiresAt");
+    int64_t expires_at = 0;
+    if (exp && !json_is_null(exp)) {
+        if (!json_is_integer(exp) || json_integer_value(exp) < 0)
+            bad = 1;
+        else
+            expires_at = json_integer_value(exp);
+    }
+    if (bad || !id || !provider || !group_ref || !auth_type)
+        return PB_STORE_ERR;
+    char *md_text = md ? dump_json(md) : strdup("{}");
+    char *scopes_text = scopes ? dump_json(scopes) : NULL;
+    if (!md_text || (scopes && !scopes_text)) {
+        free(md_text);
+        free(scopes_text);
+        return PB_STORE_ERR;
+    }
+
+    const char *what = "create connection";
+    int64_t now = now_ms();
+    json_t *c = NULL;
+    sqlite3_stmt *s = NULL;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "INSERT INTO connections(id, project_id, provider, group_ref, consumer_ref,"
+                     " auth_type, credentials_sealed, scopes, provider_metadata, status,"
+                     " expires_at, version, created_at, updated_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'working', ?10, 1, ?11, ?11)",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, id) | bind_text(s, 2, project_id) | bind_text(s, 3, provider) |
+            bind_text(s, 4, group_ref) | bind_text(s, 5, consumer_ref) |
+            bind_text(s, 6, auth_type) | bind_text(s, 7, sealed) | bind_text(s, 8, scopes_text) |
+            bind_text(s, 9, md_text) |
+            (expires_at > 0 ? sqlite3_bind_int64(s, 10, expires_at) : sqlite3_bind_null(s, 10)) |
+            sqlite3_bind_int64(s, 11, now))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK && out)
+        rc = get_connection(st, project_id, id, &c, NULL);
+    rc = tx_end(st, rc, 1);
+    pthread_mutex_unlock(&st->mu);
+    free(md_text);
+    free(scopes_text);
+    if (rc == PB_STORE_OK && out)
+        *out = c;
+    else
+        json_decref(c);
+    return rc;
+}
+
+int pb_store_connection_get(pb_store *st, const char *project_id, const char *id, json_t **out,
+                            char **sealed_out)
+{
+    if (out)
+        *out = NULL;
+    if (sealed_out)
+        *sealed_out = NULL;
+    if (!st || !project_id || !id || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    int rc = get_connection(st, project_id, id, out, sealed_out);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_connection_list(pb_store *st, const char *project_id, const char *group_ref,
+                             json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    int rc = fetch_all(st,
+                       "SELECT " CONNECTION_COLS " FROM connections WHERE project_id = ?1"
+                       " AND (?2 IS NULL OR group_ref = ?2) ORDER BY created_at, rowid",
+                       connection_row, out, "list connections", 2, project_id, group_ref);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_connection_delete(pb_store *st, const char *project_id, const char *id)
+{
+    if (!st || !project_id || !id)
+        return PB_STORE_ERR;
+    const char *what = "delete connection";
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = exists(st, "SELECT 1 FROM connections WHERE project_id = ?1 AND id = ?2", what, 2,
+                    project_id, id);
+    if (rc == PB_STORE_OK) {
+        int used = exists(st,
+                          "SELECT 1 FROM installations WHERE project_id = ?1"
+                          " AND connection_id = ?2 LIMIT 1",
+                          what, 2, project_id, id);
+        rc = used == PB_STORE_OK ? PB_STORE_CONFLICT
+             : used == PB_STORE_NOTFOUND ? PB_STORE_OK
+                                         : used;
+    }
+    if (rc == PB_STORE_OK) {
+        sqlite3_stmt *s;
+        rc = prep_bind(st, "DELETE FROM connections WHERE project_id = ?1 AND id = ?2", &s, what,
+                       2, project_id, id);
+        if (rc == PB_STORE_OK) {
+            rc = step_rc(st, sqlite3_step(s), what);
+            sqlite3_finalize(s);
+        }
+    }
+    rc = tx_end(st, rc, 1);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* provider_metadata with merge's members set on top (a null member
+ * removes the key); a new string or NULL. */
+static char *merge_metadata(const char *current, const json_t *merge)
+{
+    json_t *md = json_loads(current, 0, NULL);
+    if (!json_is_object(md)) {
+        json_decref(md);
+        md = json_object();
+    }
+    const char *k;
+    json_t *v;
+    int bad = !md;
+    json_object_foreach((json_t *)merge, k, v)
+    {
+        if (json_is_null(v))
+            json_object_del(md, k);
+        else if (json_object_set(md, k, v) != 0)
+            bad = 1;
+    }
+    char *out = bad ? NULL : dump_json(md);
+    json_decref(md);
+    return out;
+}
+
+int pb_store_connection_update_credentials(pb_store *st, const char *id,
+                                           long long expected_version, const char *sealed,
+                                           int64_t expires_at_ms, const json_t *metadata_merge,
+                                           long long *new_version)
+{
+    if (!st || !id || !sealed || !*sealed || expires_at_ms < 0 ||
+        (metadata_merge && !json_is_object(metadata_merge)))
+        return PB_STORE_ERR;
+    const char *what = "update connection credentials";
+    char *md = NULL;
+    sqlite3_stmt *s = NULL;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = prep_bind(st, "SELECT version, provider_metadata FROM connections WHERE id = ?1", &s,
+                       what, 1, id);
+    if (rc == PB_STORE_OK) {
+        int r = sqlite3_step(s);
+        if (r == SQLITE_DONE)
+            rc = PB_STORE_NOTFOUND;
+        else if (r != SQLITE_ROW)
+            rc = db_fail(st, what);
+        else if (sqlite3_column_int64(s, 0) != expected_version)
+            rc = PB_STORE_CONFLICT;
+        else if (!(md = metadata_merge ? merge_metadata(col_text(s, 1), metadata_merge)
+                                       : strdup(col_text(s, 1))))
+            rc = PB_STORE_ERR;
+        sqlite3_finalize(s);
+        s = NULL;
+    }
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "UPDATE connections SET credentials_sealed = ?2, expires_at = ?3,"
+                     " provider_metadata = ?4, status = 'working', refresh_failures = 0,"
+                     " refresh_retry_at = NULL, version = version + 1, updated_at = ?5"
+                     " WHERE id = ?1 AND version = ?6",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, id) | bind_text(s, 2, sealed) |
+            (expires_at_ms > 0 ? sqlite3_bind_int64(s, 3, expires_at_ms)
+                               : sqlite3_bind_null(s, 3)) |
+            bind_text(s, 4, md) | sqlite3_bind_int64(s, 5, now_ms()) |
+            sqlite3_bind_int64(s, 6, expected_version))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        /* The write lock is held since the check: the row cannot move. */
+        if (rc == PB_STORE_OK && sqlite3_changes(st->db) != 1)
+            rc = PB_STORE_CONFLICT;
+        sqlite3_finalize(s);
+    }
+    rc = tx_end(st, rc, 1);
+    pthread_mutex_unlock(&st->mu);
+    free(md);
+    if (rc == PB_STORE_OK && new_version)
+        *new_version = expected_version + 1;
+    return rc;
+}
+
+int pb_store_connection_refresh_failed(pb_store *st, const char *id, int64_t retry_at_ms,
+                                       const char *status)
+{
+    if (!st || !id)
+        return PB_STORE_ERR;
+    const char *what = "record failed refresh";
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    /* status NULL keeps the current one; retry_at_ms 0 clears the time. */
+    int rc = prepare(st,
+                     "UPDATE connections SET refresh_failures = refresh_failures + 1,"
+                     " refresh_retry_at = ?2, status = coalesce(?3, status), updated_at = ?4"
+                     " WHERE id = ?1",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, id) |
+            (retry_at_ms > 0 ? sqlite3_bind_int64(s, 2, retry_at_ms) : sqlite3_bind_null(s, 2)) |
+            bind_text(s, 3, status) | sqlite3_bind_int64(s, 4, now_ms()))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        if (rc == PB_STORE_OK && sqlite3_changes(st->db) == 0)
+            rc = PB_STORE_NOTFOUND;
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK)
+        gen_bump(st);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- OAuth states ---- */
+
+int pb_store_oauth_state_put(pb_store *st, const char *state, const char *project_id,
+                             const json_t *payload, int64_t expires_at_ms)
+{
+    if (!st || !state || !*state || !project_id || !payload)
+        return PB_STORE_ERR;
+    char *text = dump_json(payload);
+    if (!text)
+        return PB_STORE_ERR;
+    const char *what = "put oauth state";
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    int rc = prepare(st,
+                     "INSERT INTO oauth_states(state, project_id, payload, created_at, expires_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, state) | bind_text(s, 2, project_id) | bind_text(s, 3, text) |
+            sqlite3_bind_int64(s, 4, now_ms()) | sqlite3_bind_int64(s, 5, expires_at_ms))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&st->mu);
+    free(text);
+    return rc;
+}
+
+/* Runs a DELETE with one text parameter or one integer (when text is
+ * NULL). */
+static int delete_where(pb_store *st, const char *sql, const char *text, int64_t num,
+                        const char *what)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s, what);
+    if (rc != PB_STORE_OK)
+        return rc;
+    if (text ? bind_text(s, 1, text) : sqlite3_bind_int64(s, 1, num))
+        rc = db_fail(st, what);
+    else
+        rc = step_rc(st, sqlite3_step(s), what);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int pb_store_oauth_state_take(pb_store *st, const char *state, int64_t now, char *project_id_out,
+                              size_t len, json_t **payload)
+{
+    if (project_id_out && len)
+        project_id_out[0] = '\0';
+    if (payload)
+        *payload = NULL;
+    if (!st || !state || (project_id_out && !len))
+        return PB_STORE_ERR;
+    const char *what = "take oauth state";
+    json_t *p = NULL;
+    int found = 0;
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = prep_bind(st, "SELECT project_id, payload, expires_at FROM oauth_states"
+                           " WHERE state = ?1",
+                       &s, what, 1, state);
+    if (rc == PB_STORE_OK) {
+        int r = sqlite3_step(s);
+        if (r == SQLITE_ROW) {
+            found = 1;
+            /* Expired at expires_at itself. */
+            if (sqlite3_column_int64(s, 2) <= now) {
+                found = 0;
+            } else if (project_id_out && strlen(col_text(s, 0)) >= len) {
+                rc = PB_STORE_ERR; /* kept for a caller with a proper buffer */
+            } else {
+                if (project_id_out)
+                    memcpy(project_id_out, col_text(s, 0), strlen(col_text(s, 0)) + 1);
+                if (payload && !(p = col_json(s, 1)))
+                    rc = PB_STORE_ERR;
+            }
+        } else if (r != SQLITE_DONE) {
+            rc = db_fail(st, what);
+        }
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK)
+        rc = delete_where(st, "DELETE FROM oauth_states WHERE state = ?1", state, 0, what);
+    /* Sweeps whatever else has expired. */
+    if (rc == PB_STORE_OK)
+        rc = delete_where(st, "DELETE FROM oauth_states WHERE expires_at <= ?1", NULL, now, what);
+    rc = tx_end(st, rc, 0);
+    pthread_mutex_unlock(&st->mu);
+    if (rc == PB_STORE_OK && !found)
+        rc = PB_STORE_NOTFOUND;
+    if (rc == PB_STORE_OK) {
+        if (payload)
+            *payload = p;
+        else
+            json_decref(p);
+    } else {
+        json_decref(p);
+        if (project_id_out && len)
+            project_id_out[0] = '\0';
+    }
+    return rc;
+}
+
+/* ---- installations ---- */
+
+#define INSTALLATION_COLS                                                                      \
+    "id, project_id, integration_id, group_ref, connection_id, config, created_at, updated_at"
+
+static json_t *installation_row(sqlite3_stmt *s)
+{
+    json_t *o = json_object();
+    int bad = !o;
+    put_str(o, "id", s, 0, &bad);
+    put_str(o, "projectId", s, 1, &bad);
+    put_str(o, "integrationId", s, 2, &bad);
+    put_str(o, "groupRef", s, 3, &bad);
+    put_opt_str(o, "connectionId", s, 4, &bad);
+    put(o, "config", col_json(s, 5), &bad);
+    put_time(o, "createTime", s, 6, &bad);
+    put_time(o, "updateTime", s, 7, &bad);
+    return finish(o, bad);
+}
+
+static int get_installation(pb_store *st, const char *project_id, const char *id, json_t **out)
+{
+    return fetch_one(st,
+                     "SELECT " INSTALLATION_COLS " FROM installations"
+                     " WHERE project_id = ?1 AND id = ?2",
+                     installation_row, out, "get installation", 2, project_id, id);
+}
+
+static int connection_in_project(pb_store *st, const char *project_id, const char *id,
+                                 const char *what)
+{
+    return exists(st, "SELECT 1 FROM connections WHERE project_id = ?1 AND id = ?2", what, 2,
+                  project_id, id);
+}
+
+int pb_store_installation_create(pb_store *st, const char *project_id, const json_t *inst,
+                                 json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !json_is_object(inst))
+        return PB_STORE_ERR;
+    int bad = 0;
+    const char *id = req_str(inst, "id");
+    const char *integration_id = req_str(inst, "integrationId");
+    const char *group_ref = req_str(inst, "groupRef");
+    const char *connection_id = opt_str(inst, "connectionId", &bad);
+    json_t *config = opt_obj(inst, "config", &bad);
+    if (bad || !id || !integration_id || !group_ref)
+        return PB_STORE_ERR;
+    char *config_text = config ? dump_json(config) : strdup("{}");
+    if (!config_text)
+        return PB_STORE_ERR;
+
+    const char *what = "create installation";
+    int64_t now = now_ms();
+    json_t *i = NULL;
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    /* Checked first so that a missing integration or connection is told
+     * apart from a second installation for the group. */
+    if (rc == PB_STORE_OK)
+        rc = exists(st, "SELECT 1 FROM integrations WHERE project_id = ?1 AND id = ?2", what, 2,
+                    project_id, integration_id);
+    if (rc == PB_STORE_OK && connection_id)
+        rc = connection_in_project(st, project_id, connection_id, what);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "INSERT INTO installations(id, project_id, integration_id, group_ref,"
+                     " connection_id, config, created_at, updated_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, id) | bind_text(s, 2, project_id) | bind_text(s, 3, integration_id) |
+            bind_text(s, 4, group_ref) | bind_text(s, 5, connection_id) |
+            bind_text(s, 6, config_text) | sqlite3_bind_int64(s, 7, now))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK && out)
+        rc = get_installation(st, project_id, id, &i);
+    rc = tx_end(st, rc, 1);
+    pthread_mutex_unlock(&st->mu);
+    free(config_text);
+    if (rc == PB_STORE_OK && out)
+        *out = i;
+    else
+        json_decref(i);
+    return rc;
+}
+
+int pb_store_installation_get(pb_store *st, const char *project_id, const char *id,
+                              json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !id || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    int rc = get_installation(st, project_id, id, out);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_installation_find(pb_store *st, const char *project_id, const char *integration_id,
+                               const char *group_ref, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !integration_id || !group_ref || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    int rc = fetch_one(st,
+                       "SELECT " INSTALLATION_COLS " FROM installations WHERE project_id = ?1"
+                       " AND integration_id = ?2 AND group_ref = ?3",
+                       installation_row, out, "find installation", 3, project_id,
+                       integration_id, group_ref);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_installation_list(pb_store *st, const char *project_id, const char *integration_id,
+                               const char *group_ref, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    int rc = fetch_all(st,
+                       "SELECT " INSTALLATION_COLS " FROM installations WHERE project_id = ?1"
+                       " AND (?2 IS NULL OR integration_id = ?2)"
+                       " AND (?3 IS NULL OR group_ref = ?3) ORDER BY created_at, rowid",
+                       installation_row, out, "list installations", 3, project_id,
+                       integration_id, group_ref);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_installation_update(pb_store *st, const char *project_id, const char *id,
+                                 const char *connection_id, const json_t *config, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !id || !json_is_object(config))
+        return PB_STORE_ERR;
+    char *config_text = dump_json(config);
+    if (!config_text)
+        return PB_STORE_ERR;
+    const char *what = "update installation";
+    json_t *i = NULL;
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = exists(st, "SELECT 1 FROM installations WHERE project_id = ?1 AND id = ?2", what, 2,
+                    project_id, id);
+    if (rc == PB_STORE_OK && connection_id)
+        rc = connection_in_project(st, project_id, connection_id, what);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "UPDATE installations SET connection_id = ?3, config = ?4, updated_at = ?5"
+                     " WHERE project_id = ?1 AND id = ?2",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, project_id) | bind_text(s, 2, id) | bind_text(s, 3, connection_id) |
+            bind_text(s, 4, config_text) | sqlite3_bind_int64(s, 5, now_ms()))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK && out)
+        rc = get_installation(st, project_id, id, &i);
+    rc = tx_end(st, rc, 1);
+    pthread_mutex_unlock(&st->mu);
+    free(config_text);
+    if (rc == PB_STORE_OK && out)
+        *out = i;
+    else
+        json_decref(i);
+    return rc;
+}
+
+int pb_store_installation_delete(pb_store *st, const char *project_id, const char *id)
+{
+    if (!st || !project_id || !id)
+        return PB_STORE_ERR;
+    const char *what = "delete installation";
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    /* Its operations, queued writes and throttle state go with it
+     * (ON DELETE CASCADE). */
+    int rc = prep_bind(st, "DELETE FROM installations WHERE project_id = ?1 AND id = ?2", &s,
+                       what, 2, project_id, id);
+    if (rc == PB_STORE_OK) {
+        rc = step_rc(st, sqlite3_step(s), what);
+        if (rc == PB_STORE_OK && sqlite3_changes(st->db) == 0)
+            rc = PB_STORE_NOTFOUND;
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK)
+        gen_bump(st);
+    pthread_mutex_unlock(&st->mu);
     return rc;
 }
