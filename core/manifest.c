@@ -562,10 +562,16 @@ static json_t *number(const char *s, bool is_int)
 
 /* ---- generic conversion (delivery, backfill) --------------------------- */
 
-static const char *short_tag(const char *tag)
+/* "tag:yaml.org,2002:int" as "!!int", clipped for a message. */
+static const char *short_tag(struct ctx *c, const char *tag)
 {
     const char *p = "tag:yaml.org,2002:";
-    return strncmp(tag, p, strlen(p)) ? tag : tag + strlen(p) - 2;
+    size_t n = strlen(p);
+    if (strncmp(tag, p, n))
+        return clip(c, tag);
+    char tmp[96];
+    snprintf(tmp, sizeof tmp, "!!%s", tag + n);
+    return clip(c, tmp);
 }
 
 static json_t *scalar_json(struct ctx *c, const struct node *n, const char *path)
@@ -579,7 +585,7 @@ static json_t *scalar_json(struct ctx *c, const struct node *n, const char *path
     }
     if (r->tag && !tag_is(r, YAML_NULL_TAG) && !tag_is(r, YAML_BOOL_TAG) &&
         !tag_is(r, YAML_INT_TAG) && !tag_is(r, YAML_FLOAT_TAG)) {
-        fail(c, n, "unsupported tag '%s' in %s", clip(c, short_tag(r->tag)), path);
+        fail(c, n, "unsupported tag '%s' in %s", short_tag(c, r->tag), path);
         return NULL;
     }
     json_t *v = NULL;
@@ -599,7 +605,7 @@ static json_t *scalar_json(struct ctx *c, const struct node *n, const char *path
     else
         matched = false;
     if (!matched) {
-        fail(c, n, "'%s' is not a valid %s in %s", clip(c, r->text), short_tag(r->tag), path);
+        fail(c, n, "'%s' is not a valid %s in %s", clip(c, r->text), short_tag(c, r->tag), path);
         return NULL;
     }
     if (!v)
@@ -616,7 +622,7 @@ static json_t *to_json(struct ctx *c, const struct node *n, const char *path)
     if (r->kind == K_SCALAR)
         return scalar_json(c, n, path);
     if (r->tag && !tag_is(r, r->kind == K_SEQ ? YAML_SEQ_TAG : YAML_MAP_TAG)) {
-        fail(c, n, "unsupported tag '%s' in %s", clip(c, short_tag(r->tag)), path);
+        fail(c, n, "unsupported tag '%s' in %s", short_tag(c, r->tag), path);
         return NULL;
     }
     json_t *out = r->kind == K_SEQ ? json_array() : json_object();
