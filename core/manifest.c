@@ -35,13 +35,13 @@ struct node {
     yaml_mark_t mark;    /* start of the node (of the alias, for K_ALIAS) */
     char *tag;           /* explicit tag, NULL when none */
     bool plain;          /* scalar written without quotes */
-    char *text;          /* scalar value, NUL-terminated */
-    size_t len;
+    size_t len;          /* of text */
     struct node **items; /* sequence items; mapping key, value, key, value... */
     size_t n, cap;
     struct node *target; /* K_ALIAS */
     int height;          /* nesting levels of collections, 0 for a scalar */
     struct node *next;   /* every node, for freeing */
+    char text[];         /* scalar value, NUL-terminated ("" for others) */
 };
 
 struct frame {
@@ -143,11 +143,17 @@ static const struct node *res(const struct node *n)
     return n && n->kind == K_ALIAS ? n->target : n;
 }
 
-static struct node *new_node(struct ctx *c, enum kind kind, yaml_mark_t mark, const char *tag)
+static struct node *new_node(struct ctx *c, enum kind kind, yaml_mark_t mark, const char *tag,
+                             const void *text, size_t len)
 {
-    struct node *n = calloc(1, sizeof *n);
+    if (len > PB_MANIFEST_MAX_BYTES)
+        return NULL;
+    struct node *n = calloc(1, sizeof *n + len + 1);
     if (!n)
         return NULL;
+    if (len)
+        memcpy(n->text, text, len);
+    n->len = len;
     n->kind = kind;
     n->mark = mark;
     n->next = c->all;
@@ -165,7 +171,6 @@ static void free_nodes(struct ctx *c)
     for (struct node *n = c->all, *next; n; n = next) {
         next = n->next;
         free(n->tag);
-        free(n->text);
         free(n->items);
         free(n);
     }
@@ -200,27 +205,24 @@ static int spend(struct ctx *c, const struct node *at, size_t nodes, size_t byte
  * " in a.b[2]" or " at the top level". */
 static void build_where(struct ctx *c, char *buf, size_t size)
 {
+    char path[256];
     size_t len = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < c->depth && len < size; i++) {
+    path[0] = '\0';
+    for (size_t i = 0; i < c->depth && len < sizeof path; i++) {
         const struct node *f = c->stack[i].node;
         int w;
         if (f->kind == K_SEQ) {
-            w = snprintf(buf + len, size - len, "[%zu]", f->n);
+            w = snprintf(path + len, sizeof path - len, "[%zu]", f->n);
         } else {
             const struct node *k = f->n % 2 ? res(f->items[f->n - 1]) : NULL;
             const char *key = k && k->kind == K_SCALAR ? clip(c, k->text) : "?";
-            w = snprintf(buf + len, size - len, "%s%s", len ? "." : "", key);
+            w = snprintf(path + len, sizeof path - len, "%s%s", len ? "." : "", key);
         }
         if (w < 0)
             break;
         len += (size_t)w;
     }
-    if (len >= size)
-        len = size - 1;
-    char tmp[320];
-    snprintf(tmp, sizeof tmp, "%s%s", len ? " in " : " at the top level", len ? buf : "");
-    snprintf(buf, size, "%s", tmp);
+    snprintf(buf, size, "%s%s", path[0] ? " in " : " at the top level", path);
 }
 
 static bool is_merge_key(const struct node *k)
@@ -234,7 +236,7 @@ static bool is_merge_key(const struct node *k)
  * (explicit keys win; among merged mappings the first listed wins). */
 static int finish_map(struct ctx *c, struct node *m)
 {
-    char where[300];
+    char where[320];
     json_t *seen = json_object();
     if (!seen)
         return oom(c, m);
@@ -348,23 +350,18 @@ static int on_event(struct ctx *c, yaml_event_t *ev)
         json_t *idx = json_object_get(c->anchor_idx, name);
         if (!idx)
             return fail_at(c, ev->start_mark, "unknown alias '*%s'", clip(c, name));
-        struct node *n = new_node(c, K_ALIAS, ev->start_mark, NULL);
+        struct node *n = new_node(c, K_ALIAS, ev->start_mark, NULL, NULL, 0);
         if (!n)
             return oom(c, NULL);
         n->target = c->anchors[json_integer_value(idx)];
         return add_child(c, n);
     }
     case YAML_SCALAR_EVENT: {
-        struct node *n = new_node(c, K_SCALAR, ev->start_mark, (const char *)ev->data.scalar.tag);
+        struct node *n = new_node(c, K_SCALAR, ev->start_mark, (const char *)ev->data.scalar.tag,
+                                  ev->data.scalar.value, ev->data.scalar.length);
         if (!n)
             return oom(c, NULL);
         n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-        n->len = ev->data.scalar.length;
-        n->text = malloc(n->len + 1);
-        if (!n->text)
-            return oom(c, n);
-        memcpy(n->text, ev->data.scalar.value, n->len);
-        n->text[n->len] = '\0';
         if (add_anchor(c, (const char *)ev->data.scalar.anchor, n))
             return -1;
         return add_child(c, n);
@@ -379,7 +376,7 @@ static int on_event(struct ctx *c, yaml_event_t *ev)
                                              : ev->data.mapping_start.tag);
         const char *anchor = (const char *)(seq ? ev->data.sequence_start.anchor
                                                 : ev->data.mapping_start.anchor);
-        struct node *n = new_node(c, seq ? K_SEQ : K_MAP, ev->start_mark, tag);
+        struct node *n = new_node(c, seq ? K_SEQ : K_MAP, ev->start_mark, tag, NULL, 0);
         if (!n)
             return oom(c, NULL);
         char *a = anchor ? strdup(anchor) : NULL;
@@ -791,7 +788,7 @@ static int walk_field(struct ctx *c, const struct node *n, const char *path, con
     const struct node *r = res(n);
     const char *field = NULL, *map_to = NULL, *display = NULL;
     const struct node *fnode = n, *mnode = NULL;
-    char p[256], first[48];
+    char p[256], first[48]; /* path: up to 223 */
     if (r->kind == K_SCALAR && !is_null(n)) {
         if (get_str(c, n, path, true, &field))
             return -1;
@@ -845,17 +842,21 @@ static int walk_field(struct ctx *c, const struct node *n, const char *path, con
 }
 
 static const char *const WRITE_OBJ_KEYS[] = {"objectName", "inheritMapping", NULL};
+/* Keys from delivery on are kept as generic JSON: Ampersand manifests use
+ * them and plugboard does not interpret them yet. */
 static const char *const READ_OBJ_KEYS[] = {"objectName",     "destination", "schedule",
                                             "requiredFields", "optionalFields", "delivery",
-                                            "backfill",       NULL};
-enum { R_NAME, R_DEST, R_SCHED, R_REQ, R_OPT, R_DELIVERY, R_BACKFILL, R_N };
+                                            "backfill",       "optionalFieldsAuto",
+                                            "mapToName",      "mapToDisplayName", NULL};
+enum { R_NAME, R_DEST, R_SCHED, R_REQ, R_OPT, R_DELIVERY, R_BACKFILL, R_OPT_AUTO, R_MAP_NAME,
+       R_MAP_DISPLAY, R_N };
 
 static int walk_object(struct ctx *c, const struct node *n, const char *path, bool is_read,
                        json_t *seen, const char *list_path, json_t *out)
 {
     const struct node *m, *v[R_N], *k[R_N];
     const char *name;
-    char p[256], first[48];
+    char p[192], first[48]; /* path: up to 159 */
     if (get_map(c, n, path, false, &m) ||
         take_keys(c, m, path, is_read ? READ_OBJ_KEYS : WRITE_OBJ_KEYS, v, k))
         return -1;
@@ -899,7 +900,7 @@ static int walk_object(struct ctx *c, const struct node *n, const char *path, bo
         else if (v[i])
             rc = get_seq(c, v[i], p, true, &seq);
         for (size_t j = 0; seq && j < seq->n && !rc; j++) {
-            char fp[300];
+            char fp[224];
             snprintf(fp, sizeof fp, "%s[%zu]", p, j);
             rc = spend(c, seq->items[j], 1, 0) ||
                  walk_field(c, seq->items[j], fp, path, names, mapped, list);
@@ -911,10 +912,10 @@ static int walk_object(struct ctx *c, const struct node *n, const char *path, bo
     }
     json_decref(names);
     json_decref(mapped);
-    for (int i = R_DELIVERY; i <= R_BACKFILL && !rc; i++) {
+    for (int i = R_DELIVERY; is_read && i < R_N && !rc; i++) {
         if (!v[i])
             continue;
-        const char *key = i == R_DELIVERY ? "delivery" : "backfill";
+        const char *key = READ_OBJ_KEYS[i];
         snprintf(p, sizeof p, "%s.%s", path, key);
         json_t *j = to_json(c, v[i], p);
         rc = j ? set(c, v[i], out, key, j) : -1;
@@ -928,7 +929,7 @@ static int walk_objects_section(struct ctx *c, const struct node *n, const char 
 {
     static const char *const keys[] = {"objects", NULL};
     const struct node *m = NULL, *v[1], *k[1], *seq = NULL;
-    char p[256], op[300];
+    char p[128], op[160]; /* path: up to 95 */
     if (n && (get_map(c, n, path, true, &m) || (m && take_keys(c, m, path, keys, v, k))))
         return -1;
     snprintf(p, sizeof p, "%s.objects", path);
@@ -983,7 +984,7 @@ static int walk_integration(struct ctx *c, const struct node *n, const char *pat
 {
     const struct node *m, *v[I_N], *k[I_N];
     const char *name, *provider, *display;
-    char p[256], first[48];
+    char p[96], first[48]; /* path: up to 47 */
     if (get_map(c, n, path, false, &m) || take_keys(c, m, path, INTEG_KEYS, v, k))
         return -1;
 
@@ -1084,7 +1085,7 @@ static json_t *walk(struct ctx *c)
     json_t *list = json_array(), *names = json_object();
     int rc = list && names ? 0 : oom(c, root);
     for (size_t i = 0; i < seq->n && !rc; i++) {
-        char p[64];
+        char p[48];
         snprintf(p, sizeof p, "integrations[%zu]", i);
         json_t *integ = json_object();
         if (!integ)

@@ -682,6 +682,1170 @@ static void test_threads(void)
     free(path);
 }
 
+/* ---- control plane ----------------------------------------------------------- */
+
+/* Parses a JSON literal of the test itself. */
+static json_t *J(const char *text)
+{
+    json_error_t e;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &e);
+    if (!v)
+        fprintf(stderr, "bad test JSON (%s): %s\n", e.text, text);
+    return v;
+}
+
+/* 1 when v equals the JSON literal `text`. */
+static int jeq(const json_t *v, const char *text)
+{
+    json_t *w = J(text);
+    int eq = v && w && json_equal(v, w);
+    if (!eq) {
+        char *d = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        fprintf(stderr, "JSON differs:\n  got  %s\n  want %s\n", d ? d : "(null)", text);
+        free(d);
+    }
+    json_decref(w);
+    return eq;
+}
+
+static long long jint(json_t *o, const char *key)
+{
+    return json_integer_value(json_object_get(o, key));
+}
+
+static int has(json_t *o, const char *key)
+{
+    return json_object_get(o, key) != NULL;
+}
+
+/* 2026-11-26T12:00:00.123Z */
+#define T_FIXED 1795694400123LL
+#define T_FIXED_STR "2026-11-26T12:00:00Z"
+/* Rows made "long ago" by the tests. */
+#define T_OLD_STR "2020-01-01T00:00:00Z"
+
+static int log_count;
+static void count_log(const char *msg)
+{
+    (void)msg;
+    log_count++;
+}
+
+/* A store with projects p_1 ("one") and p_2 ("two"). */
+static pb_store *open_two_projects(char **path_out)
+{
+    char *path = fresh_path();
+    pb_store *st = open_path(path);
+    if (st) {
+        CU_ASSERT_EQUAL(pb_store_project_create(st, "p_1", "one", NULL), PB_STORE_OK);
+        CU_ASSERT_EQUAL(pb_store_project_create(st, "p_2", "two", NULL), PB_STORE_OK);
+    }
+    *path_out = path;
+    return st;
+}
+
+static const char MANIFEST_1[] =
+    "[{\"name\": \"crm\", \"provider\": \"hubspot\", \"displayName\": \"CRM sync\","
+    "  \"proxy\": {\"enabled\": true},"
+    "  \"write\": {\"objects\": [{\"objectName\": \"contacts\", \"inheritMapping\": false}]},"
+    "  \"read\": {\"objects\": [{\"objectName\": \"deals\", \"destination\": \"hook\","
+    "    \"schedule\": \"*/10 * * * *\", \"requiredFields\": [{\"fieldName\": \"amount\"}],"
+    "    \"optionalFields\": [{\"fieldName\": \"stage\", \"mapToName\": \"phase\"}]}]}},"
+    " {\"name\": \"sales\", \"provider\": \"salesforce\", \"proxy\": {\"enabled\": false},"
+    "  \"write\": {\"objects\": []}, \"read\": {\"objects\": []}}]";
+
+/* Applies MANIFEST_1 to p_1 and returns the id of "crm" (static buffer). */
+static const char *apply_manifest_1(pb_store *st)
+{
+    static char id[64];
+    json_t *m = J(MANIFEST_1), *out = NULL;
+    id[0] = '\0';
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", m, &out), PB_STORE_OK);
+    if (json_array_size(out) >= 1)
+        snprintf(id, sizeof id, "%s", jstr(json_array_get(out, 0), "id"));
+    json_decref(m);
+    json_decref(out);
+    return id;
+}
+
+static void test_integrations_apply(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+
+    json_t *list = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_list(st, "p_1", &list), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_is_array(list) && json_array_size(list) == 0);
+    json_decref(list);
+
+    json_t *m = J(MANIFEST_1);
+    json_t *out = NULL;
+    CU_ASSERT_EQUAL_FATAL(pb_store_integrations_apply(st, "p_1", m, &out), PB_STORE_OK);
+    json_decref(m);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(out), 2);
+    json_t *crm = json_array_get(out, 0), *sales = json_array_get(out, 1);
+    char crm_id[64], sales_id[64];
+    snprintf(crm_id, sizeof crm_id, "%s", jstr(crm, "id"));
+    snprintf(sales_id, sizeof sales_id, "%s", jstr(sales, "id"));
+    CU_ASSERT_EQUAL(strncmp(crm_id, "int_", 4), 0);
+    CU_ASSERT_EQUAL(strlen(crm_id), 4 + 26);
+    CU_ASSERT_EQUAL(strncmp(sales_id, "int_", 4), 0);
+    CU_ASSERT_STRING_NOT_EQUAL(crm_id, sales_id);
+    CU_ASSERT_STRING_EQUAL(jstr(crm, "projectId"), "p_1");
+    CU_ASSERT_STRING_EQUAL(jstr(crm, "name"), "crm");
+    CU_ASSERT_STRING_EQUAL(jstr(crm, "provider"), "hubspot");
+    CU_ASSERT_STRING_EQUAL(jstr(crm, "displayName"), "CRM sync");
+    CU_ASSERT_TRUE(jeq(json_object_get(crm, "proxy"), "{\"enabled\": true}"));
+    CU_ASSERT_TRUE(jeq(json_object_get(crm, "write"),
+                       "{\"objects\": [{\"objectName\": \"contacts\", \"inheritMapping\": false}]}"));
+    CU_ASSERT_TRUE(jeq(json_object_get(crm, "read"),
+                       "{\"objects\": [{\"objectName\": \"deals\", \"destination\": \"hook\","
+                       " \"schedule\": \"*/10 * * * *\", \"requiredFields\": [{\"fieldName\":"
+                       " \"amount\"}], \"optionalFields\": [{\"fieldName\": \"stage\","
+                       " \"mapToName\": \"phase\"}]}]}"));
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(crm, "createTime")));
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(crm, "updateTime")));
+    CU_ASSERT_EQUAL(json_object_size(crm), 10);
+    CU_ASSERT_STRING_EQUAL(jstr(sales, "name"), "sales");
+    CU_ASSERT_STRING_EQUAL(jstr(sales, "provider"), "salesforce");
+    CU_ASSERT_FALSE(has(sales, "displayName"));
+    CU_ASSERT_TRUE(jeq(json_object_get(sales, "proxy"), "{\"enabled\": false}"));
+    CU_ASSERT_EQUAL(json_object_size(sales), 9);
+
+    /* get by id, by name; the list says the same. */
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_1", crm_id, &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(g, crm));
+    json_decref(g);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_1", "sales", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(g, sales));
+    json_decref(g);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_list(st, "p_1", &list), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(list, out));
+    json_decref(list);
+    json_decref(out);
+
+    /* What the columns hold. */
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT proxy_enabled FROM integrations WHERE name = 'crm'"), 1);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT proxy_enabled FROM integrations WHERE name = 'sales'"), 0);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT json_extract(definition, '$.proxy.enabled')"
+                                " FROM integrations WHERE name = 'crm'"),
+                    1);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM integrations WHERE display_name IS NULL"),
+                    1);
+    /* Pretend both were made long ago. */
+    CU_ASSERT_EQUAL(raw_exec(db, "UPDATE integrations SET created_at = 1577836800000,"
+                                 " updated_at = 1577836800000"),
+                    SQLITE_OK);
+
+    /* Re-apply: crm changes (no displayName, proxy off, no read section),
+     * sales is absent and kept, hr is new. */
+    m = J("[{\"name\": \"crm\", \"provider\": \"hubspot2\", \"proxy\": {\"enabled\": false},"
+          "  \"write\": {\"objects\": [{\"objectName\": \"companies\"}]}},"
+          " {\"name\": \"hr\", \"provider\": \"generic\"}]");
+    out = NULL;
+    CU_ASSERT_EQUAL_FATAL(pb_store_integrations_apply(st, "p_1", m, &out), PB_STORE_OK);
+    json_decref(m);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(out), 3);
+    crm = json_array_get(out, 0);
+    sales = json_array_get(out, 1);
+    json_t *hr = json_array_get(out, 2);
+    CU_ASSERT_STRING_EQUAL(jstr(crm, "id"), crm_id);
+    CU_ASSERT_STRING_EQUAL(jstr(crm, "provider"), "hubspot2");
+    CU_ASSERT_FALSE(has(crm, "displayName"));
+    CU_ASSERT_TRUE(jeq(json_object_get(crm, "proxy"), "{\"enabled\": false}"));
+    CU_ASSERT_TRUE(jeq(json_object_get(crm, "write"),
+                       "{\"objects\": [{\"objectName\": \"companies\"}]}"));
+    /* An absent section is the manifest's default. */
+    CU_ASSERT_TRUE(jeq(json_object_get(crm, "read"), "{\"objects\": []}"));
+    CU_ASSERT_STRING_EQUAL(jstr(crm, "createTime"), T_OLD_STR);
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(crm, "updateTime"), T_OLD_STR);
+    CU_ASSERT_STRING_EQUAL(jstr(sales, "id"), sales_id);
+    CU_ASSERT_STRING_EQUAL(jstr(sales, "provider"), "salesforce");
+    CU_ASSERT_STRING_EQUAL(jstr(sales, "updateTime"), T_OLD_STR);
+    CU_ASSERT_STRING_EQUAL(jstr(hr, "name"), "hr");
+    CU_ASSERT_EQUAL(strncmp(jstr(hr, "id"), "int_", 4), 0);
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(hr, "id"), crm_id);
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(hr, "id"), sales_id);
+    CU_ASSERT_TRUE(jeq(json_object_get(hr, "proxy"), "{\"enabled\": false}"));
+    CU_ASSERT_TRUE(jeq(json_object_get(hr, "write"), "{\"objects\": []}"));
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT proxy_enabled FROM integrations WHERE name = 'crm'"), 0);
+    json_decref(out);
+
+    /* An empty array changes nothing and answers the list. */
+    m = json_array();
+    out = NULL;
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", m, &out), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(out), 3);
+    json_decref(out);
+    /* out may be NULL. */
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", m, NULL), PB_STORE_OK);
+    json_decref(m);
+
+    /* Another project: its own rows, nothing of p_1 visible. */
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_list(st, "p_2", &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(list), 0);
+    json_decref(list);
+    g = (json_t *)&g;
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_2", crm_id, &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(g);
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_2", "crm", &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_1", "nope", &g), PB_STORE_NOTFOUND);
+    m = J("[{\"name\": \"crm\", \"provider\": \"hubspot\"}]");
+    out = NULL;
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_2", m, &out), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(out), 1);
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(json_array_get(out, 0), "id"), crm_id);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(out, 0), "projectId"), "p_2");
+    json_decref(out);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_1", "crm", &g), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "provider"), "hubspot2");
+    json_decref(g);
+    /* Unknown project. */
+    out = (json_t *)&out;
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_nope", m, &out), PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(out);
+    json_t *empty = json_array();
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_nope", empty, NULL), PB_STORE_NOTFOUND);
+    json_decref(empty);
+    json_decref(m);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM integrations"), 4);
+    sqlite3_close(db);
+    pb_store_close(st);
+    free(path);
+}
+
+/* The whole array is one transaction: a bad entry or a failing insert
+ * leaves everything as it was. */
+static void test_integrations_apply_atomic(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    const char *crm_id = apply_manifest_1(st);
+    CU_ASSERT_EQUAL_FATAL(strlen(crm_id), 30);
+    uint64_t gen = pb_store_generation(st);
+
+    static const char *const bad[] = {
+        "[{\"name\": \"crm\", \"provider\": \"x\"}, {\"name\": \"n\"}]",
+        "[{\"name\": \"crm\", \"provider\": \"x\"}, {\"provider\": \"p\"}]",
+        "[{\"name\": \"crm\", \"provider\": \"x\"}, {\"name\": \"\", \"provider\": \"p\"}]",
+        "[{\"name\": \"crm\", \"provider\": \"x\", \"displayName\": 5}]",
+        "[{\"name\": \"crm\", \"provider\": \"x\", \"proxy\": true}]",
+        "[{\"name\": \"crm\", \"provider\": \"x\", \"read\": []}]",
+        "[{\"name\": \"crm\", \"provider\": \"x\"}, 7]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *m = J(bad[i]), *out = (json_t *)&m;
+        CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", m, &out), PB_STORE_ERR);
+        CU_ASSERT_PTR_NULL(out);
+        json_decref(m);
+    }
+    json_t *obj = json_object();
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", obj, NULL), PB_STORE_ERR);
+    json_decref(obj);
+
+    /* A database failure halfway (a trigger refuses one insert). */
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    CU_ASSERT_EQUAL(raw_exec(db, "CREATE TRIGGER no_boom BEFORE INSERT ON integrations"
+                                 " WHEN NEW.name = 'boom' BEGIN SELECT RAISE(ABORT, 'no'); END"),
+                    SQLITE_OK);
+    log_count = 0;
+    pb_store_set_log(count_log);
+    json_t *m = J("[{\"name\": \"crm\", \"provider\": \"changed\"},"
+                  " {\"name\": \"fresh\", \"provider\": \"p\"},"
+                  " {\"name\": \"boom\", \"provider\": \"p\"}]");
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", m, NULL), PB_STORE_ERR);
+    json_decref(m);
+    pb_store_set_log(NULL);
+    CU_ASSERT_EQUAL(log_count, 1);
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_1", "crm", &g), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "provider"), "hubspot");
+    CU_ASSERT_STRING_EQUAL(jstr(g, "id"), crm_id);
+    json_decref(g);
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_1", "fresh", &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM integrations"), 2);
+    /* Usable afterwards. */
+    CU_ASSERT_EQUAL(raw_exec(db, "DROP TRIGGER no_boom"), SQLITE_OK);
+    sqlite3_close(db);
+    m = J("[{\"name\": \"boom\", \"provider\": \"p\"}]");
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", m, NULL), PB_STORE_OK);
+    json_decref(m);
+    CU_ASSERT_TRUE(pb_store_generation(st) > gen);
+    pb_store_close(st);
+    free(path);
+}
+
+static const char CONN_FULL[] =
+    "{\"id\": \"con_1\", \"provider\": \"salesforce\", \"groupRef\": \"g1\","
+    " \"consumerRef\": \"user-7\", \"authType\": \"oauth2_authorization_code\","
+    " \"providerMetadata\": {\"instance_url\": {\"value\": \"https://a.example\"},"
+    "   \"keep\": {\"value\": \"k\"}},"
+    " \"scopes\": [\"api\", \"refresh_token\"], \"expiresAt\": 1795694400123}";
+
+static void test_connections(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+
+    json_t *c = J(CONN_FULL), *out = NULL;
+    CU_ASSERT_EQUAL_FATAL(pb_store_connection_create(st, "p_1", c, "sealed-1", &out),
+                          PB_STORE_OK);
+    json_decref(c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_STRING_EQUAL(jstr(out, "id"), "con_1");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "projectId"), "p_1");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "provider"), "salesforce");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "groupRef"), "g1");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "consumerRef"), "user-7");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "authScheme"), "oauth2_authorization_code");
+    CU_ASSERT_TRUE(jeq(json_object_get(out, "providerMetadata"),
+                       "{\"instance_url\": {\"value\": \"https://a.example\"},"
+                       " \"keep\": {\"value\": \"k\"}}"));
+    CU_ASSERT_TRUE(jeq(json_object_get(out, "scopes"), "[\"api\", \"refresh_token\"]"));
+    CU_ASSERT_STRING_EQUAL(jstr(out, "status"), "working");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "accessTokenExpiresAt"), T_FIXED_STR);
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(out, "createTime")));
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(out, "updateTime")));
+    CU_ASSERT_TRUE(json_is_integer(json_object_get(out, "version")));
+    CU_ASSERT_EQUAL(jint(out, "version"), 1);
+    CU_ASSERT_EQUAL(json_object_size(out), 13);
+    /* Never a secret in the API shape. */
+    char *dump = json_dumps(out, 0);
+    CU_ASSERT_PTR_NULL(strstr(dump, "sealed-1"));
+    free(dump);
+
+    /* Minimal: no consumerRef, scopes, expiry or metadata. */
+    c = J("{\"id\": \"con_2\", \"provider\": \"hubspot\", \"groupRef\": \"g2\","
+          " \"authType\": \"api_key\", \"consumerRef\": null}");
+    json_t *out2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(pb_store_connection_create(st, "p_1", c, "sealed-2", &out2),
+                          PB_STORE_OK);
+    json_decref(c);
+    CU_ASSERT_STRING_EQUAL(jstr(out2, "authScheme"), "api_key");
+    CU_ASSERT_TRUE(jeq(json_object_get(out2, "providerMetadata"), "{}"));
+    CU_ASSERT_FALSE(has(out2, "consumerRef"));
+    CU_ASSERT_FALSE(has(out2, "scopes"));
+    CU_ASSERT_FALSE(has(out2, "accessTokenExpiresAt"));
+    CU_ASSERT_EQUAL(json_object_size(out2), 10);
+    /* out may be NULL. */
+    c = J("{\"id\": \"con_3\", \"provider\": \"hubspot\", \"groupRef\": \"g1\","
+          " \"authType\": \"basic\"}");
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "sealed-3", NULL), PB_STORE_OK);
+    json_decref(c);
+
+    /* get, with and without the sealed credentials. */
+    json_t *g = NULL;
+    char *sealed = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, &sealed), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(g, out));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sealed);
+    CU_ASSERT_STRING_EQUAL(sealed, "sealed-1");
+    free(sealed);
+    json_decref(g);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_2", &g, NULL), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(g, out2));
+    json_decref(g);
+
+    /* list, all and by group, in creation order. */
+    json_t *list = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_list(st, "p_1", NULL, &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 3);
+    CU_ASSERT_TRUE(json_equal(json_array_get(list, 0), out));
+    CU_ASSERT_TRUE(json_equal(json_array_get(list, 1), out2));
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 2), "id"), "con_3");
+    json_decref(list);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_list(st, "p_1", "g1", &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 0), "id"), "con_1");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 1), "id"), "con_3");
+    json_decref(list);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_list(st, "p_1", "g9", &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(list), 0);
+    json_decref(list);
+    json_decref(out);
+    json_decref(out2);
+
+    /* Another project sees none of them. */
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_list(st, "p_2", NULL, &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(list), 0);
+    json_decref(list);
+    g = (json_t *)&g;
+    sealed = (char *)&g;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_2", "con_1", &g, &sealed), PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(g);
+    CU_ASSERT_PTR_NULL(sealed);
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_nope", &g, &sealed),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_connection_delete(st, "p_2", "con_1"), PB_STORE_NOTFOUND);
+
+    /* Conflicts and bad input. */
+    c = J(CONN_FULL);
+    out = (json_t *)&out;
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "s", &out), PB_STORE_CONFLICT);
+    CU_ASSERT_PTR_NULL(out);
+    /* Ids are unique across projects too. */
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_2", c, "s", NULL), PB_STORE_CONFLICT);
+    json_object_set_new(c, "id", json_string("con_9"));
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_nope", c, "s", NULL), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "", NULL), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, NULL, NULL), PB_STORE_ERR);
+    static const char *const bad_members[][2] = {
+        {"authType", "null"},         {"provider", "\"\""},    {"groupRef", "3"},
+        {"consumerRef", "1"},         {"scopes", "\"api\""},  {"scopes", "[1]"},
+        {"providerMetadata", "[]"},   {"expiresAt", "\"x\""}, {"expiresAt", "-5"},
+    };
+    for (size_t i = 0; i < sizeof bad_members / sizeof bad_members[0]; i++) {
+        json_t *b = json_deep_copy(c);
+        json_object_set_new(b, bad_members[i][0], J(bad_members[i][1]));
+        CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", b, "s", NULL), PB_STORE_ERR);
+        json_decref(b);
+    }
+    json_decref(c);
+
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM connections"), 3);
+    char *t = raw_text(db, "SELECT credentials_sealed FROM connections WHERE id = 'con_2'");
+    CU_ASSERT_STRING_EQUAL(t, "sealed-2");
+    free(t);
+    t = raw_text(db, "SELECT auth_type FROM connections WHERE id = 'con_1'");
+    CU_ASSERT_STRING_EQUAL(t, "oauth2_authorization_code");
+    free(t);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT expires_at FROM connections WHERE id = 'con_1'"),
+                    T_FIXED);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT expires_at IS NULL FROM connections WHERE id = 'con_2'"),
+                    1);
+    sqlite3_close(db);
+
+    /* delete */
+    CU_ASSERT_EQUAL(pb_store_connection_delete(st, "p_1", "con_2"), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_2", &g, NULL), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_connection_delete(st, "p_1", "con_2"), PB_STORE_NOTFOUND);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, NULL), PB_STORE_OK);
+    json_decref(g);
+    pb_store_close(st);
+    free(path);
+}
+
+/* A connection used by an installation cannot be deleted. */
+static void test_connection_delete_in_use(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    const char *int_id = apply_manifest_1(st);
+    json_t *c = J(CONN_FULL);
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "sealed-1", NULL), PB_STORE_OK);
+    json_decref(c);
+    json_t *inst = json_pack("{s:s, s:s, s:s, s:s, s:{}}", "id", "ins_1", "integrationId", int_id,
+                             "groupRef", "g1", "connectionId", "con_1", "config");
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_OK);
+    json_decref(inst);
+    uint64_t gen = pb_store_generation(st);
+    CU_ASSERT_EQUAL(pb_store_connection_delete(st, "p_1", "con_1"), PB_STORE_CONFLICT);
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, NULL), PB_STORE_OK);
+    json_decref(g);
+    /* Once the installation lets go of it, it can go. */
+    json_t *cfg = json_object();
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "ins_1", NULL, cfg, NULL),
+                    PB_STORE_OK);
+    json_decref(cfg);
+    CU_ASSERT_EQUAL(pb_store_connection_delete(st, "p_1", "con_1"), PB_STORE_OK);
+    CU_ASSERT_TRUE(pb_store_generation(st) > gen);
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, NULL), PB_STORE_NOTFOUND);
+    pb_store_close(st);
+    free(path);
+}
+
+static void test_connection_credentials(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    json_t *c = J(CONN_FULL);
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "sealed-1", NULL), PB_STORE_OK);
+    json_decref(c);
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    CU_ASSERT_EQUAL(raw_exec(db, "UPDATE connections SET created_at = 1577836800000,"
+                                 " updated_at = 1577836800000"),
+                    SQLITE_OK);
+
+    /* A refresh: new credentials and expiry, metadata merged. */
+    json_t *merge = J("{\"instance_url\": {\"value\": \"https://b.example\"},"
+                      " \"org\": {\"value\": \"o1\"}}");
+    long long v = 0;
+    uint64_t gen = pb_store_generation(st);
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_1", 1, "sealed-2",
+                                                           1795698000000LL, merge, &v),
+                    PB_STORE_OK);
+    json_decref(merge);
+    CU_ASSERT_EQUAL(v, 2);
+    CU_ASSERT_TRUE(pb_store_generation(st) > gen);
+    json_t *g = NULL;
+    char *sealed = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, &sealed), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(sealed, "sealed-2");
+    free(sealed);
+    CU_ASSERT_EQUAL(jint(g, "version"), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "accessTokenExpiresAt"), "2026-11-26T13:00:00Z");
+    CU_ASSERT_TRUE(jeq(json_object_get(g, "providerMetadata"),
+                       "{\"instance_url\": {\"value\": \"https://b.example\"},"
+                       " \"keep\": {\"value\": \"k\"}, \"org\": {\"value\": \"o1\"}}"));
+    CU_ASSERT_STRING_EQUAL(jstr(g, "createTime"), T_OLD_STR);
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(g, "updateTime"), T_OLD_STR);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "status"), "working");
+    json_decref(g);
+
+    /* A second refresher with the old version loses. */
+    gen = pb_store_generation(st);
+    v = 77;
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_1", 1, "sealed-x", 0, NULL,
+                                                           &v),
+                    PB_STORE_CONFLICT);
+    CU_ASSERT_EQUAL(v, 77);
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+    char *t = raw_text(db, "SELECT credentials_sealed FROM connections WHERE id = 'con_1'");
+    CU_ASSERT_STRING_EQUAL(t, "sealed-2");
+    free(t);
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_nope", 1, "s", 0, NULL, &v),
+                    PB_STORE_NOTFOUND);
+
+    /* Failed refreshes count up and set the status. */
+    CU_ASSERT_EQUAL(pb_store_connection_refresh_failed(st, "con_1", 1795694460000LL,
+                                                       "bad_credentials"),
+                    PB_STORE_OK);
+    CU_ASSERT_TRUE(pb_store_generation(st) > gen);
+    CU_ASSERT_EQUAL(pb_store_connection_refresh_failed(st, "con_1", 1795694520000LL,
+                                                       "bad_credentials"),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT refresh_failures FROM connections"), 2);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT refresh_retry_at FROM connections"), 1795694520000LL);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT version FROM connections"), 2);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, NULL), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "status"), "bad_credentials");
+    json_decref(g);
+    /* NULL status keeps it, 0 clears the retry time. */
+    CU_ASSERT_EQUAL(pb_store_connection_refresh_failed(st, "con_1", 0, NULL), PB_STORE_OK);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT refresh_failures FROM connections"), 3);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT refresh_retry_at IS NULL FROM connections"), 1);
+    t = raw_text(db, "SELECT status FROM connections");
+    CU_ASSERT_STRING_EQUAL(t, "bad_credentials");
+    free(t);
+    CU_ASSERT_EQUAL(pb_store_connection_refresh_failed(st, "con_nope", 0, "x"),
+                    PB_STORE_NOTFOUND);
+
+    /* A successful refresh resets all that; expiry 0 clears it; a null
+     * member removes a metadata key. */
+    CU_ASSERT_EQUAL(raw_exec(db, "UPDATE connections SET refresh_retry_at = 5"), SQLITE_OK);
+    merge = J("{\"org\": null}");
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_1", 2, "sealed-3", 0, merge,
+                                                           &v),
+                    PB_STORE_OK);
+    json_decref(merge);
+    CU_ASSERT_EQUAL(v, 3);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT refresh_failures FROM connections"), 0);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT refresh_retry_at IS NULL FROM connections"), 1);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT expires_at IS NULL FROM connections"), 1);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, NULL), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "status"), "working");
+    CU_ASSERT_FALSE(has(g, "accessTokenExpiresAt"));
+    CU_ASSERT_EQUAL(jint(g, "version"), 3);
+    CU_ASSERT_TRUE(jeq(json_object_get(g, "providerMetadata"),
+                       "{\"instance_url\": {\"value\": \"https://b.example\"},"
+                       " \"keep\": {\"value\": \"k\"}}"));
+    json_decref(g);
+    /* No metadata: kept as is; new_version may be NULL. */
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_1", 3, "sealed-4", 0, NULL,
+                                                           NULL),
+                    PB_STORE_OK);
+    t = raw_text(db, "SELECT provider_metadata FROM connections");
+    json_t *md = J(t);
+    CU_ASSERT_TRUE(jeq(md, "{\"instance_url\": {\"value\": \"https://b.example\"},"
+                           " \"keep\": {\"value\": \"k\"}}"));
+    json_decref(md);
+    free(t);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT version FROM connections"), 4);
+    /* Bad arguments. */
+    json_t *arr = json_array();
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_1", 4, "s", 0, arr, NULL),
+                    PB_STORE_ERR);
+    json_decref(arr);
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_1", 4, NULL, 0, NULL, NULL),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT version FROM connections"), 4);
+    sqlite3_close(db);
+    pb_store_close(st);
+    free(path);
+}
+
+/* Many refreshers race on one version: exactly one wins. */
+enum { CAS_THREADS = 8 };
+
+struct cas_worker {
+    pb_store *st;
+    long long expected;
+    int n, rc;
+};
+
+static void *cas_main(void *arg)
+{
+    struct cas_worker *w = arg;
+    char sealed[32];
+    snprintf(sealed, sizeof sealed, "sealed-by-%d", w->n);
+    long long v = 0;
+    w->rc = pb_store_connection_update_credentials(w->st, "con_1", w->expected, sealed, 0, NULL,
+                                                   &v);
+    return NULL;
+}
+
+static void test_connection_cas_threads(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    json_t *c = J(CONN_FULL);
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "sealed-1", NULL), PB_STORE_OK);
+    json_decref(c);
+    for (long long round = 1; round <= 3; round++) {
+        pthread_t th[CAS_THREADS];
+        struct cas_worker w[CAS_THREADS];
+        for (int i = 0; i < CAS_THREADS; i++) {
+            w[i] = (struct cas_worker){st, round, i, -99};
+            CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, cas_main, &w[i]), 0);
+        }
+        int wins = 0, conflicts = 0;
+        for (int i = 0; i < CAS_THREADS; i++) {
+            pthread_join(th[i], NULL);
+            wins += w[i].rc == PB_STORE_OK;
+            conflicts += w[i].rc == PB_STORE_CONFLICT;
+        }
+        CU_ASSERT_EQUAL(wins, 1);
+        CU_ASSERT_EQUAL(conflicts, CAS_THREADS - 1);
+    }
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &g, NULL), PB_STORE_OK);
+    CU_ASSERT_EQUAL(jint(g, "version"), 4);
+    json_decref(g);
+    pb_store_close(st);
+    free(path);
+}
+
+static void test_oauth_states(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    uint64_t gen = pb_store_generation(st);
+
+    json_t *payload = J("{\"groupRef\": \"g1\", \"provider\": \"salesforce\","
+                        " \"providerMetadata\": {\"instance_url\": {\"value\": \"u\"}},"
+                        " \"verifier\": \"sealed-v\"}");
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_1", "p_1", payload, 2000), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_1", "p_2", payload, 2000),
+                    PB_STORE_CONFLICT);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_x", "p_nope", payload, 2000),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "", "p_1", payload, 2000), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_y", "p_1", NULL, 2000), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM oauth_states"), 1);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT expires_at FROM oauth_states"), 2000);
+
+    /* Too small a buffer: an error, and the state is still there. */
+    char tiny[3] = "zz";
+    json_t *p = (json_t *)&p;
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "st_1", 1000, tiny, sizeof tiny, &p),
+                    PB_STORE_ERR);
+    CU_ASSERT_PTR_NULL(p);
+    CU_ASSERT_STRING_EQUAL(tiny, "");
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM oauth_states"), 1);
+
+    char pid[64] = "junk";
+    p = NULL;
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "st_1", 1000, pid, sizeof pid, &p),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(pid, "p_1");
+    CU_ASSERT_TRUE(json_equal(p, payload));
+    json_decref(p);
+    /* Single use. */
+    strcpy(pid, "junk");
+    p = (json_t *)&p;
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "st_1", 1000, pid, sizeof pid, &p),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(p);
+    CU_ASSERT_STRING_EQUAL(pid, "");
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "never", 1000, pid, sizeof pid, &p),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM oauth_states"), 0);
+
+    /* Expired (at its expiry time exactly): not found, and removed. */
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_2", "p_1", payload, 1500), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "st_2", 1500, pid, sizeof pid, &p),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(p);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM oauth_states"), 0);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_2b", "p_1", payload, 1500), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "st_2b", 1499, NULL, 0, NULL), PB_STORE_OK);
+
+    /* A take sweeps other expired states, even when its own is unknown. */
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_3", "p_1", payload, 100), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_4", "p_2", payload, 5000), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_5", "p_2", payload, 150), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "st_4", 200, pid, sizeof pid, NULL),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(pid, "p_2");
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM oauth_states"), 0);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_6", "p_1", payload, 100), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "unknown", 200, pid, sizeof pid, NULL),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM oauth_states"), 0);
+    /* States are not cached data. */
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+    json_decref(payload);
+    sqlite3_close(db);
+    pb_store_close(st);
+    free(path);
+}
+
+static const char CONFIG_1[] =
+    "{\"content\": {\"write\": {\"objects\": {\"contacts\": {\"objectName\": \"contacts\"}}},"
+    " \"read\": {\"objects\": {}}, \"proxy\": {\"enabled\": true}, \"zeta\": 1, \"alpha\": [2]}}";
+
+static void test_installations(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    char int_id[64];
+    snprintf(int_id, sizeof int_id, "%s", apply_manifest_1(st));
+    json_t *ints = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_list(st, "p_1", &ints), PB_STORE_OK);
+    char int2_id[64];
+    snprintf(int2_id, sizeof int2_id, "%s", jstr(json_array_get(ints, 1), "id"));
+    json_decref(ints);
+    json_t *m = J("[{\"name\": \"crm\", \"provider\": \"hubspot\"}]"), *o2 = NULL;
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_2", m, &o2), PB_STORE_OK);
+    char int_p2[64];
+    snprintf(int_p2, sizeof int_p2, "%s", jstr(json_array_get(o2, 0), "id"));
+    json_decref(o2);
+    json_decref(m);
+    json_t *c = J(CONN_FULL);
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "s1", NULL), PB_STORE_OK);
+    json_object_set_new(c, "id", json_string("con_2"));
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "s2", NULL), PB_STORE_OK);
+    json_object_set_new(c, "id", json_string("con_p2"));
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_2", c, "s3", NULL), PB_STORE_OK);
+    json_decref(c);
+
+    json_t *cfg = J(CONFIG_1);
+    json_t *inst = json_pack("{s:s, s:s, s:s, s:s, s:O}", "id", "ins_1", "integrationId", int_id,
+                             "groupRef", "g1", "connectionId", "con_1", "config", cfg);
+    json_t *out = NULL;
+    uint64_t gen = pb_store_generation(st);
+    CU_ASSERT_EQUAL_FATAL(pb_store_installation_create(st, "p_1", inst, &out), PB_STORE_OK);
+    CU_ASSERT_TRUE(pb_store_generation(st) > gen);
+    CU_ASSERT_STRING_EQUAL(jstr(out, "id"), "ins_1");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "projectId"), "p_1");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "integrationId"), int_id);
+    CU_ASSERT_STRING_EQUAL(jstr(out, "groupRef"), "g1");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "connectionId"), "con_1");
+    CU_ASSERT_TRUE(json_equal(json_object_get(out, "config"), cfg));
+    /* As given, key order included. */
+    char *a = json_dumps(json_object_get(out, "config"), JSON_COMPACT);
+    char *b = json_dumps(cfg, JSON_COMPACT);
+    CU_ASSERT_STRING_EQUAL(a, b);
+    free(a);
+    free(b);
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(out, "createTime")));
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(out, "updateTime")));
+    CU_ASSERT_EQUAL(json_object_size(out), 8);
+
+    /* A second installation of the integration for the group. */
+    gen = pb_store_generation(st);
+    json_object_set_new(inst, "id", json_string("ins_dup"));
+    json_t *x = (json_t *)&x;
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, &x), PB_STORE_CONFLICT);
+    CU_ASSERT_PTR_NULL(x);
+    json_object_del(inst, "connectionId");
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_CONFLICT);
+    /* Same id again. */
+    json_object_set_new(inst, "id", json_string("ins_1"));
+    json_object_set_new(inst, "groupRef", json_string("g7"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_CONFLICT);
+    /* Another project's integration or connection, or none at all. */
+    json_object_set_new(inst, "id", json_string("ins_x"));
+    json_object_set_new(inst, "integrationId", json_string(int_p2));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_NOTFOUND);
+    json_object_set_new(inst, "integrationId", json_string("int_nope"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_NOTFOUND);
+    json_object_set_new(inst, "integrationId", json_string(int_id));
+    json_object_set_new(inst, "connectionId", json_string("con_p2"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_NOTFOUND);
+    json_object_set_new(inst, "connectionId", json_string("con_nope"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_NOTFOUND);
+    /* Project p_2 cannot install p_1's integration. */
+    json_object_set_new(inst, "connectionId", json_string("con_p2"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_2", inst, NULL), PB_STORE_NOTFOUND);
+    /* The check comes first: NOTFOUND even when the group already has one. */
+    json_object_set_new(inst, "groupRef", json_string("g1"));
+    json_object_set_new(inst, "connectionId", json_string("con_nope"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_NOTFOUND);
+    /* Bad input. */
+    json_object_set_new(inst, "connectionId", json_integer(5));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_ERR);
+    json_object_del(inst, "connectionId");
+    json_object_set_new(inst, "config", json_string("x"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_ERR);
+    json_object_set_new(inst, "config", json_object());
+    json_object_del(inst, "groupRef");
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_ERR);
+    json_decref(inst);
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+
+    /* No connection; a second integration for the same group. */
+    inst = json_pack("{s:s, s:s, s:s, s:{s:{}}}", "id", "ins_2", "integrationId", int_id,
+                     "groupRef", "g2", "config", "content");
+    json_t *out2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(pb_store_installation_create(st, "p_1", inst, &out2), PB_STORE_OK);
+    json_decref(inst);
+    CU_ASSERT_FALSE(has(out2, "connectionId"));
+    CU_ASSERT_TRUE(jeq(json_object_get(out2, "config"), "{\"content\": {}}"));
+    CU_ASSERT_EQUAL(json_object_size(out2), 7);
+    inst = json_pack("{s:s, s:s, s:s, s:s}", "id", "ins_3", "integrationId", int2_id, "groupRef",
+                     "g1", "connectionId", "con_2");
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_OK);
+    json_decref(inst);
+    inst = json_pack("{s:s, s:s, s:s}", "id", "ins_p2", "integrationId", int_p2, "groupRef", "g1");
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_2", inst, NULL), PB_STORE_OK);
+    json_decref(inst);
+
+    /* get, find, list. */
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_get(st, "p_1", "ins_1", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(g, out));
+    json_decref(g);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_find(st, "p_1", int_id, "g1", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(g, out));
+    json_decref(g);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_find(st, "p_1", int2_id, "g1", &g), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "id"), "ins_3");
+    json_decref(g);
+    g = (json_t *)&g;
+    CU_ASSERT_EQUAL(pb_store_installation_find(st, "p_1", int_id, "g9", &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(g);
+    CU_ASSERT_EQUAL(pb_store_installation_find(st, "p_2", int_id, "g1", &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_get(st, "p_2", "ins_1", &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_get(st, "p_1", "ins_p2", &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_get(st, "p_1", "nope", &g), PB_STORE_NOTFOUND);
+
+    json_t *list = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_1", NULL, NULL, &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 3);
+    CU_ASSERT_TRUE(json_equal(json_array_get(list, 0), out));
+    CU_ASSERT_TRUE(json_equal(json_array_get(list, 1), out2));
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 2), "id"), "ins_3");
+    json_decref(list);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_1", int_id, NULL, &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 0), "id"), "ins_1");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 1), "id"), "ins_2");
+    json_decref(list);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_1", NULL, "g1", &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 0), "id"), "ins_1");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 1), "id"), "ins_3");
+    json_decref(list);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_1", int_id, "g2", &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 1);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 0), "id"), "ins_2");
+    json_decref(list);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_2", NULL, NULL, &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 1);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(list, 0), "id"), "ins_p2");
+    json_decref(list);
+    list = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_2", int_id, NULL, &list), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(list), 0);
+    json_decref(list);
+    json_decref(out2);
+
+    /* update: replaces the connection and the whole config. */
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    CU_ASSERT_EQUAL(raw_exec(db, "UPDATE installations SET created_at = 1577836800000,"
+                                 " updated_at = 1577836800000"),
+                    SQLITE_OK);
+    json_t *cfg2 = J("{\"content\": {\"proxy\": {\"enabled\": false}}}");
+    gen = pb_store_generation(st);
+    json_t *u = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "ins_1", "con_2", cfg2, &u),
+                    PB_STORE_OK);
+    CU_ASSERT_TRUE(pb_store_generation(st) > gen);
+    CU_ASSERT_STRING_EQUAL(jstr(u, "id"), "ins_1");
+    CU_ASSERT_STRING_EQUAL(jstr(u, "connectionId"), "con_2");
+    CU_ASSERT_TRUE(json_equal(json_object_get(u, "config"), cfg2));
+    CU_ASSERT_STRING_EQUAL(jstr(u, "createTime"), T_OLD_STR);
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(u, "updateTime"), T_OLD_STR);
+    CU_ASSERT_STRING_EQUAL(jstr(u, "integrationId"), int_id);
+    CU_ASSERT_STRING_EQUAL(jstr(u, "groupRef"), "g1");
+    json_decref(u);
+    u = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "ins_1", NULL, cfg, &u), PB_STORE_OK);
+    CU_ASSERT_FALSE(has(u, "connectionId"));
+    CU_ASSERT_TRUE(json_equal(json_object_get(u, "config"), cfg));
+    json_decref(u);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT connection_id IS NULL FROM installations"
+                                " WHERE id = 'ins_1'"),
+                    1);
+    gen = pb_store_generation(st);
+    u = (json_t *)&u;
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "ins_1", "con_p2", cfg2, &u),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(u);
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "ins_1", "con_nope", cfg2, NULL),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "nope", NULL, cfg2, NULL),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_2", "ins_1", NULL, cfg2, NULL),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "ins_p2", NULL, cfg2, NULL),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_update(st, "p_1", "ins_1", NULL, NULL, NULL),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+    g = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_get(st, "p_1", "ins_1", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(json_object_get(g, "config"), cfg));
+    CU_ASSERT_FALSE(has(g, "connectionId"));
+    json_decref(g);
+    json_decref(cfg2);
+
+    /* delete (its queued work goes with it). */
+    CU_ASSERT_EQUAL(raw_exec(db, "INSERT INTO operations(id, project_id, integration_id,"
+                                 " installation_id, created_at, updated_at)"
+                                 " SELECT 'op_1', 'p_1', integration_id, id, 1, 1"
+                                 " FROM installations WHERE id = 'ins_1'"),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(pb_store_installation_delete(st, "p_2", "ins_1"), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_delete(st, "p_1", "ins_p2"), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+    CU_ASSERT_EQUAL(pb_store_installation_delete(st, "p_1", "ins_1"), PB_STORE_OK);
+    CU_ASSERT_TRUE(pb_store_generation(st) > gen);
+    CU_ASSERT_EQUAL(pb_store_installation_get(st, "p_1", "ins_1", &g), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_installation_delete(st, "p_1", "ins_1"), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM operations"), 0);
+    /* The group can install that integration again. */
+    inst = json_pack("{s:s, s:s, s:s}", "id", "ins_1b", "integrationId", int_id, "groupRef", "g1");
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_OK);
+    json_decref(inst);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM installations"), 4);
+    sqlite3_close(db);
+    json_decref(cfg);
+    json_decref(out);
+    pb_store_close(st);
+    free(path);
+}
+
+/* Writes move the generation, reads and failed writes do not. */
+static void test_generation(void)
+{
+    char *path = fresh_path();
+    pb_store *st = open_path(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    CU_ASSERT_EQUAL(pb_store_generation(NULL), 0);
+    uint64_t g0 = pb_store_generation(st);
+#define BUMPS(call)                                                                            \
+    do {                                                                                       \
+        uint64_t before_ = pb_store_generation(st);                                            \
+        CU_ASSERT_EQUAL(call, PB_STORE_OK);                                                    \
+        CU_ASSERT_TRUE(pb_store_generation(st) > before_);                                     \
+    } while (0)
+#define STILL(call, want)                                                                      \
+    do {                                                                                       \
+        uint64_t before_ = pb_store_generation(st);                                            \
+        CU_ASSERT_EQUAL(call, want);                                                           \
+        CU_ASSERT_EQUAL(pb_store_generation(st), before_);                                     \
+    } while (0)
+    BUMPS(pb_store_project_create_with_key(st, "p_1", "one", "key_1", HASH_A, "pbk_a", NULL));
+    BUMPS(pb_store_api_key_add(st, "key_2", "p_1", HASH_B, "pbk_b"));
+    BUMPS(pb_store_project_create(st, "p_2", "two", NULL));
+    STILL(pb_store_api_key_add(st, "key_3", "p_1", HASH_B, "pbk_b"), PB_STORE_CONFLICT);
+    STILL(pb_store_project_create_with_key(st, "p_3", "one", "key_4", HASH_C, "pbk_c", NULL),
+          PB_STORE_CONFLICT);
+    json_t *m = J("[{\"name\": \"crm\", \"provider\": \"hubspot\"}]"), *out = NULL;
+    BUMPS(pb_store_integrations_apply(st, "p_1", m, &out));
+    json_t *conn = J("{\"id\": \"con_1\", \"provider\": \"hubspot\", \"groupRef\": \"g\","
+                     " \"authType\": \"api_key\"}");
+    BUMPS(pb_store_connection_create(st, "p_1", conn, "s", NULL));
+    STILL(pb_store_connection_create(st, "p_1", conn, "s", NULL), PB_STORE_CONFLICT);
+    json_t *inst = json_pack("{s:s, s:s, s:s, s:s}", "id", "ins_1", "integrationId",
+                             jstr(json_array_get(out, 0), "id"), "groupRef", "g", "connectionId",
+                             "con_1");
+    BUMPS(pb_store_installation_create(st, "p_1", inst, NULL));
+    STILL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_CONFLICT);
+
+    /* Reads. */
+    uint64_t before = pb_store_generation(st);
+    char pid[64];
+    json_t *r = NULL;
+    char *sealed = NULL;
+    CU_ASSERT_EQUAL(pb_store_api_key_lookup(st, HASH_A, pid, sizeof pid), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_project_list(st, &r), PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_project_get(st, "p_1", &r), PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_integration_list(st, "p_1", &r), PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_integration_get(st, "p_1", "crm", &r), PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &r, &sealed), PB_STORE_OK);
+    json_decref(r);
+    free(sealed);
+    CU_ASSERT_EQUAL(pb_store_connection_list(st, "p_1", NULL, &r), PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_installation_get(st, "p_1", "ins_1", &r), PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_1", NULL, NULL, &r), PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_installation_find(st, "p_1", jstr(inst, "integrationId"), "g", &r),
+                    PB_STORE_OK);
+    json_decref(r);
+    CU_ASSERT_EQUAL(pb_store_ping(st), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_generation(st), before);
+
+    json_t *cfg = json_object();
+    BUMPS(pb_store_installation_update(st, "p_1", "ins_1", "con_1", cfg, NULL));
+    STILL(pb_store_installation_update(st, "p_1", "ins_9", "con_1", cfg, NULL),
+          PB_STORE_NOTFOUND);
+    BUMPS(pb_store_connection_update_credentials(st, "con_1", 1, "s2", 0, NULL, NULL));
+    STILL(pb_store_connection_update_credentials(st, "con_1", 1, "s2", 0, NULL, NULL),
+          PB_STORE_CONFLICT);
+    BUMPS(pb_store_connection_refresh_failed(st, "con_1", 0, "bad_credentials"));
+    STILL(pb_store_connection_refresh_failed(st, "con_9", 0, "bad_credentials"),
+          PB_STORE_NOTFOUND);
+    STILL(pb_store_connection_delete(st, "p_1", "con_1"), PB_STORE_CONFLICT);
+    BUMPS(pb_store_installation_delete(st, "p_1", "ins_1"));
+    STILL(pb_store_installation_delete(st, "p_1", "ins_1"), PB_STORE_NOTFOUND);
+    BUMPS(pb_store_connection_delete(st, "p_1", "con_1"));
+    STILL(pb_store_connection_delete(st, "p_1", "con_1"), PB_STORE_NOTFOUND);
+#undef BUMPS
+#undef STILL
+    CU_ASSERT_EQUAL(pb_store_generation(st), g0 + 11); /* one per successful write */
+    json_decref(cfg);
+    json_decref(inst);
+    json_decref(conn);
+    json_decref(out);
+    json_decref(m);
+    pb_store_close(st);
+    free(path);
+}
+
+static void test_control_plane_persistence(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    const char *int_id = apply_manifest_1(st);
+    json_t *c = J(CONN_FULL);
+    CU_ASSERT_EQUAL(pb_store_connection_create(st, "p_1", c, "sealed-1", NULL), PB_STORE_OK);
+    json_decref(c);
+    json_t *inst = json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", "ins_1", "integrationId", int_id,
+                             "groupRef", "g1", "connectionId", "con_1", "config", J(CONFIG_1));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_OK);
+    json_decref(inst);
+    json_t *payload = J("{\"groupRef\": \"g1\"}");
+    CU_ASSERT_EQUAL(pb_store_oauth_state_put(st, "st_1", "p_1", payload, 4102444800000LL),
+                    PB_STORE_OK);
+    long long v = 0;
+    CU_ASSERT_EQUAL(pb_store_connection_update_credentials(st, "con_1", 1, "sealed-2",
+                                                           1795698000000LL, NULL, &v),
+                    PB_STORE_OK);
+
+    json_t *ints = NULL, *conns = NULL, *insts = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_list(st, "p_1", &ints), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_connection_list(st, "p_1", NULL, &conns), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_1", NULL, NULL, &insts), PB_STORE_OK);
+    pb_store_close(st);
+
+    st = open_path(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    json_t *r = NULL;
+    CU_ASSERT_EQUAL(pb_store_integration_list(st, "p_1", &r), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(r, ints));
+    CU_ASSERT_EQUAL(json_array_size(r), 2);
+    json_decref(r);
+    r = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_list(st, "p_1", NULL, &r), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(r, conns));
+    CU_ASSERT_EQUAL(jint(json_array_get(r, 0), "version"), 2);
+    json_decref(r);
+    r = NULL;
+    CU_ASSERT_EQUAL(pb_store_installation_list(st, "p_1", NULL, NULL, &r), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(r, insts));
+    CU_ASSERT_EQUAL(json_array_size(r), 1);
+    json_decref(r);
+    char *sealed = NULL;
+    r = NULL;
+    CU_ASSERT_EQUAL(pb_store_connection_get(st, "p_1", "con_1", &r, &sealed), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(sealed, "sealed-2");
+    free(sealed);
+    json_decref(r);
+    char pid[64];
+    r = NULL;
+    CU_ASSERT_EQUAL(pb_store_oauth_state_take(st, "st_1", 1795694400123LL, pid, sizeof pid, &r),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(pid, "p_1");
+    CU_ASSERT_TRUE(json_equal(r, payload));
+    json_decref(r);
+    /* A re-apply after reopening keeps the ids. */
+    json_t *m = J(MANIFEST_1);
+    r = NULL;
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(st, "p_1", m, &r), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(r), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(r, 0), "id"),
+                           jstr(json_array_get(ints, 0), "id"));
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(r, 1), "id"),
+                           jstr(json_array_get(ints, 1), "id"));
+    json_decref(r);
+    json_decref(m);
+    json_decref(payload);
+    json_decref(ints);
+    json_decref(conns);
+    json_decref(insts);
+    pb_store_close(st);
+    free(path);
+}
+
 int main(int argc, char **argv)
 {
     CU_TestInfo tests[] = {
@@ -701,6 +1865,16 @@ int main(int argc, char **argv)
         {"create_with_key", test_create_with_key},
         {"persistence", test_persistence},
         {"threads", test_threads},
+        {"integrations_apply", test_integrations_apply},
+        {"integrations_apply_atomic", test_integrations_apply_atomic},
+        {"connections", test_connections},
+        {"connection_delete_in_use", test_connection_delete_in_use},
+        {"connection_credentials", test_connection_credentials},
+        {"connection_cas_threads", test_connection_cas_threads},
+        {"oauth_states", test_oauth_states},
+        {"installations", test_installations},
+        {"generation", test_generation},
+        {"control_plane_persistence", test_control_plane_persistence},
         CU_TEST_INFO_NULL,
     };
     return pbt_main(argc, argv, "store", tests);
