@@ -1,5 +1,7 @@
 #include "app.h"
+#include "activity.h"
 #include "egress.h"
+#include "tokens.h"
 #include "log.h"
 #include "secrets.h"
 #include "server.h"
@@ -39,6 +41,14 @@ int pb_app_open(const char *config_path, unsigned flags, struct pb_app **out, ch
         rc = 2;
         goto fail;
     }
+    if ((flags & PB_APP_ALL) == PB_APP_ALL) {
+        if (pb_tokens_init(app, &app->tokens) != 0) {
+            snprintf(err, err_len, "cannot set up the credential cache");
+            rc = 1;
+            goto fail;
+        }
+        app->activity = pb_activity_start(app->store);
+    }
     *out = app;
     return 0;
 fail:
@@ -52,6 +62,8 @@ void pb_app_close(struct pb_app *app)
         return;
     if (app->server)
         pb_server_stop(app->server);
+    pb_activity_stop(app->activity);
+    pb_tokens_free(app->tokens);
     pb_egress_free(app->egress);
     if (app->store)
         pb_store_close(app->store);

@@ -9,6 +9,8 @@
 
 struct pb_server;
 struct pb_egress;
+struct pb_tokens;
+struct pb_activity;
 
 struct pb_app {
     struct pb_config *cfg;
@@ -16,6 +18,8 @@ struct pb_app {
     pb_store *store;
     struct pb_server *server;
     struct pb_egress *egress;
+    struct pb_tokens *tokens;
+    struct pb_activity *activity;
 };
 
 enum pb_app_flags {

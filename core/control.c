@@ -100,6 +100,13 @@ int64_t pb_parse_rfc3339(const char *s)
     struct tm tm = {0};
     if (!s)
         return -1;
+    /* strptime alone is lenient (spaces, one-digit fields): insist on
+     * RFC 3339's fixed-width "YYYY-MM-DDTHH:MM:SS" first. */
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != shape[i])
+            return -1;
+    }
     const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
     if (!rest)
         return -1;
@@ -123,8 +130,13 @@ int64_t pb_parse_rfc3339(const char *s)
     if (*rest == 'Z' || *rest == 'z') {
         rest++;
     } else if (*rest == '+' || *rest == '-') {
-        int hh, mm;
-        if (sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59)
+        /* Exactly "+HH:MM": a shorter offset must not move rest past the end. */
+        const char *o = rest + 1;
+        if (!isdigit((unsigned char)o[0]) || !isdigit((unsigned char)o[1]) || o[2] != ':' ||
+            !isdigit((unsigned char)o[3]) || !isdigit((unsigned char)o[4]))
+            return -1;
+        int hh = (o[0] - '0') * 10 + (o[1] - '0'), mm = (o[3] - '0') * 10 + (o[4] - '0');
+        if (hh > 23 || mm > 59)
             return -1;
         offset = (hh * 3600L + mm * 60L) * (*rest == '+' ? 1 : -1);
         rest += 6;
@@ -163,6 +175,12 @@ int pb_ctl_project_name_check(const char *name, struct pb_problem *p)
         pb_problem_invalid(p, "body", "name",
                            "must be 1-64 letters, digits, '-', '_' or '.', starting with a "
                            "letter or digit");
+        return -1;
+    }
+    /* Projects are found by id first, then by name: a name shaped like an
+     * id could never be reached by name. */
+    if (strncmp(name, "prj_", 4) == 0) {
+        pb_problem_invalid(p, "body", "name", "must not start with 'prj_' (project ids do)");
         return -1;
     }
     return 0;
@@ -730,6 +748,15 @@ static int pick_connection(struct pb_app *app, const char *project_id, const cha
             json_decref(conn);
             return -1;
         }
+        /* One customer's installation must not use another's credentials. */
+        const char *cg = json_string_value(json_object_get(conn, "groupRef"));
+        if (!cg || strcmp(cg, group_ref) != 0) {
+            pb_problem_invalid(p, "body", "connectionId",
+                               "connection '%s' belongs to groupRef '%s', not '%s'", connection_id,
+                               cg ? cg : "?", group_ref);
+            json_decref(conn);
+            return -1;
+        }
         snprintf(out, len, "%s", connection_id);
         json_decref(conn);
         return 0;
@@ -876,22 +903,67 @@ static json_t *get_path(json_t *root, const char *dotted)
     return cur;
 }
 
-/* The update-mask paths SPEC.md allows; <obj> stands for one object name. */
-static int mask_allowed(const char *path)
+/* A per-object mask path split at its object name:
+ * "config.content.write.objects.a.b" is the map "config.content.write.objects"
+ * (into map_out) and the object "a.b" (returned). NULL for other paths.
+ * Object names come from amp.yaml and may contain dots themselves. */
+static const char *mask_object(const char *path, char *map_out, size_t len)
+{
+    static const char *const prefixes[] = {"config.content.write.objects.",
+                                           "config.content.read.objects.", NULL};
+    for (const char *const *pr = prefixes; *pr; pr++) {
+        size_t n = strlen(*pr);
+        if (strncmp(path, *pr, n) == 0 && path[n]) {
+            snprintf(map_out, len, "%.*s", (int)(n - 1), *pr);
+            return path + n;
+        }
+    }
+    return NULL;
+}
+
+/* The update-mask paths SPEC.md allows; <obj> stands for one object name:
+ * one without dots (checked against the integration with the rest of the
+ * config), or exactly one of the integration's objects. */
+static int mask_allowed(const char *path, const json_t *integ)
 {
     static const char *const exact[] = {"connectionId", "config.content.write.objects",
                                         "config.content.proxy.enabled", NULL};
     for (const char *const *e = exact; *e; e++)
         if (strcmp(path, *e) == 0)
             return 1;
-    static const char *const prefixes[] = {"config.content.write.objects.",
-                                           "config.content.read.objects.", NULL};
-    for (const char *const *pr = prefixes; *pr; pr++) {
-        size_t n = strlen(*pr);
-        if (strncmp(path, *pr, n) == 0 && path[n] && !strchr(path + n, '.'))
-            return 1;
+    char map[64];
+    const char *obj = mask_object(path, map, sizeof map);
+    if (!obj)
+        return 0;
+    if (!strchr(obj, '.'))
+        return 1;
+    const char *action = strstr(map, ".write.") ? "write" : "read";
+    return find_named(json_object_get(json_object_get(integ, action), "objects"), obj) != NULL;
+}
+
+/* Copies the masked path from patch into doc; absent or null removes it. */
+static void mask_apply(json_t *doc, json_t *patch, const char *path)
+{
+    char map[64];
+    const char *obj = mask_object(path, map, sizeof map);
+    if (!obj) {
+        json_t *v = get_path(patch, path);
+        set_path(doc, path, v && !json_is_null(v) ? v : NULL);
+        return;
     }
-    return 0;
+    /* The object name is one key, dots and all. */
+    json_t *v = json_object_get(get_path(patch, map), obj);
+    json_t *dst = get_path(doc, map);
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(dst)) {
+            dst = json_object();
+            set_path(doc, map, dst);
+            json_decref(dst);
+        }
+        json_object_set(dst, obj, v);
+    } else if (json_is_object(dst)) {
+        json_object_del(dst, obj);
+    }
 }
 
 int pb_ctl_installation_patch(struct pb_app *app, const char *project_id,
@@ -913,14 +985,10 @@ int pb_ctl_installation_patch(struct pb_app *app, const char *project_id,
     size_t i;
     json_t *m;
     json_array_foreach(mask, i, m) {
-        if (!json_is_string(m) || !mask_allowed(json_string_value(m))) {
+        if (!json_is_string(m)) {
             char name[48];
             snprintf(name, sizeof name, "updateMask[%zu]", i);
-            pb_problem_invalid(p, "body", name,
-                               "'%s' is not an updatable path (connectionId, "
-                               "config.content.write.objects, config.content.write.objects.<obj>, "
-                               "config.content.read.objects.<obj>, config.content.proxy.enabled)",
-                               json_is_string(m) ? json_string_value(m) : "?");
+            pb_problem_invalid(p, "body", name, "must be a string");
             return -1;
         }
     }
@@ -928,7 +996,20 @@ int pb_ctl_installation_patch(struct pb_app *app, const char *project_id,
     if (pb_ctl_installation_get(app, project_id, integration, installation, &integ, &inst, p) != 0)
         return -1;
     int ret = -1;
-    json_t *doc = json_pack("{s:O, s:O}", "connectionId",
+    json_t *doc = NULL;
+    json_array_foreach(mask, i, m) {
+        if (!mask_allowed(json_string_value(m), integ)) {
+            char name[48];
+            snprintf(name, sizeof name, "updateMask[%zu]", i);
+            pb_problem_invalid(p, "body", name,
+                               "'%s' is not an updatable path (connectionId, "
+                               "config.content.write.objects, config.content.write.objects.<obj>, "
+                               "config.content.read.objects.<obj>, config.content.proxy.enabled)",
+                               json_string_value(m));
+            goto out;
+        }
+    }
+    doc = json_pack("{s:O, s:O}", "connectionId",
                             json_object_get(inst, "connectionId") ? json_object_get(inst, "connectionId")
                                                                   : json_null(),
                             "config", json_object_get(inst, "config"));
@@ -937,26 +1018,37 @@ int pb_ctl_installation_patch(struct pb_app *app, const char *project_id,
         config = json_object();
         json_object_set_new(doc, "config", config);
     }
-    json_array_foreach(mask, i, m) {
-        const char *path = json_string_value(m);
-        json_t *v = get_path(patch, path);
-        set_path(doc, path, v && !json_is_null(v) ? v : NULL);
-    }
+    json_array_foreach(mask, i, m)
+        mask_apply(doc, patch, json_string_value(m));
     if (check_config(integ, json_object_get(doc, "config"), "installation.config", p) != 0)
         goto out;
-    const char *conn = json_string_value(json_object_get(doc, "connectionId"));
+    json_t *connv = json_object_get(doc, "connectionId");
+    const char *conn = json_string_value(connv);
     char conn_id[64] = "";
-    if (conn && !json_equal(json_object_get(doc, "connectionId"), json_object_get(inst, "connectionId"))) {
+    int mask_conn = 0;
+    json_array_foreach(mask, i, m)
+        mask_conn |= strcmp(json_string_value(m), "connectionId") == 0;
+    /* An installation always has a connection (create insists on one), so
+     * the mask may re-point it but not clear it. */
+    if (mask_conn && (!conn || !*conn || json_string_length(connv) >= sizeof conn_id)) {
+        pb_problem_invalid(p, "body", "installation.connectionId", "must be a connection id");
+        goto out;
+    }
+    if (!conn) {
+        /* Not in the mask and none stored: keep none. */
+    } else if (!json_equal(connv, json_object_get(inst, "connectionId"))) {
         if (pick_connection(app, project_id, json_string_value(json_object_get(integ, "provider")),
                             json_string_value(json_object_get(inst, "groupRef")), conn, conn_id,
                             sizeof conn_id, p) != 0) {
-            /* Name the field as the caller sent it. */
-            json_decref(p->issues);
-            p->issues = json_pack("[{s:s, s:s, s:s}]", "in", "body", "name",
-                                  "installation.connectionId", "detail", p->detail);
+            /* Name the field as the caller sent it, in the detail too. */
+            char why[512];
+            json_t *issue = json_array_get(p->issues, 0);
+            snprintf(why, sizeof why, "%s",
+                     issue ? json_string_value(json_object_get(issue, "detail")) : p->detail);
+            pb_problem_invalid(p, "body", "installation.connectionId", "%s", why);
             goto out;
         }
-    } else if (conn) {
+    } else {
         snprintf(conn_id, sizeof conn_id, "%s", conn);
     }
     int rc = pb_store_installation_update(app->store, project_id,
@@ -1095,7 +1187,8 @@ json_t *pb_json_patch(const json_t *doc, const json_t *ops, struct pb_problem *p
         else
             why = apply_op(copy, op, path, value);
         if (why) {
-            pb_problem_invalid(p, "body", name, "%s%s%s", why, path ? ": " : "", path ? path : "");
+            pb_problem_invalid(p, "body", name, "%s%s%s", why, path && *path ? ": " : "",
+                               path && *path ? path : "");
             json_decref(copy);
             return NULL;
         }
@@ -1153,16 +1246,22 @@ int pb_ctl_config_content_patch(struct pb_app *app, const char *project_id,
         json_decref(newconf);
         newconf = json_object();
     }
-    char path[300];
-    snprintf(path, sizeof path, "content.%s.objects.%s", action, object);
-    json_t *current = get_path(newconf, path);
+    char map[64];
+    snprintf(map, sizeof map, "content.%s.objects", action);
+    json_t *objects = get_path(newconf, map);
+    json_t *current = json_object_get(objects, object);
     json_t *base = current ? json_incref(current) : json_object();
     patched = pb_json_patch(base, json_object_get(body, "changes"), p);
     json_decref(base);
     if (!patched)
         goto out;
-    /* Dots inside an object name cannot occur (manifest names are checked). */
-    set_path(newconf, path, patched);
+    /* The object name is one key: amp.yaml allows dots in it. */
+    if (!json_is_object(objects)) {
+        objects = json_object();
+        set_path(newconf, map, objects);
+        json_decref(objects);
+    }
+    json_object_set(objects, object, patched);
     if (check_config(integ, newconf, "config", p) != 0)
         goto out;
     rc = pb_store_installation_update(app->store, project_id,

@@ -12,8 +12,18 @@
 
 #define PB_EGRESS_MAX_BUFFERED (64L * 1024 * 1024)
 
+#define PB_POOL_MAX 512
+
+struct pb_pair {
+    CURLM *multi;
+    CURL *easy;
+};
+
 struct pb_egress {
     CURLSH *share;
+    pthread_mutex_t pool_lock;
+    struct pb_pair pool[PB_POOL_MAX];
+    size_t pool_len;
     pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
     struct curl_slist *connect_to;
     char *ca_blob;          /* system bundle + egress.ca_file, PEM */
@@ -87,6 +97,7 @@ int pb_egress_init(const struct pb_config *cfg, struct pb_egress **out, char *er
     struct pb_egress *e = pb_xcalloc(1, sizeof *e);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&e->locks[i], NULL);
+    pthread_mutex_init(&e->pool_lock, NULL);
     e->timeout_ms = cfg->egress.timeout_ms;
     e->allow_private = cfg->egress.allow_private;
     e->http_proxy = pb_xstrdup(cfg->egress.http_proxy);
@@ -100,7 +111,6 @@ int pb_egress_init(const struct pb_config *cfg, struct pb_egress **out, char *er
     curl_share_setopt(e->share, CURLSHOPT_LOCKFUNC, share_lock);
     curl_share_setopt(e->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
     curl_share_setopt(e->share, CURLSHOPT_USERDATA, e);
-    curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
     curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     *out = e;
@@ -111,6 +121,11 @@ void pb_egress_free(struct pb_egress *e)
 {
     if (!e)
         return;
+    for (size_t i = 0; i < e->pool_len; i++) {
+        curl_easy_cleanup(e->pool[i].easy);
+        curl_multi_cleanup(e->pool[i].multi);
+    }
+    pthread_mutex_destroy(&e->pool_lock);
     if (e->share)
         curl_share_cleanup(e->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -181,6 +196,51 @@ void pb_egress_setup_handle(struct pb_egress *e, void *curl, struct pb_egress_po
     pol->hit = 0;
     curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, pol);
+}
+
+void pb_egress_pair_get(struct pb_egress *e, void **multi, void **easy)
+{
+    pthread_mutex_lock(&e->pool_lock);
+    if (e->pool_len > 0) {
+        struct pb_pair p = e->pool[--e->pool_len];
+        pthread_mutex_unlock(&e->pool_lock);
+        *multi = p.multi;
+        *easy = p.easy;
+        return;
+    }
+    pthread_mutex_unlock(&e->pool_lock);
+    *multi = curl_multi_init();
+    *easy = curl_easy_init();
+}
+
+void pb_egress_pair_put(struct pb_egress *e, void *multi, void *easy)
+{
+    if (!multi || !easy) {
+        if (easy)
+            curl_easy_cleanup(easy);
+        if (multi)
+            curl_multi_cleanup(multi);
+        return;
+    }
+    curl_multi_remove_handle(multi, easy);
+    curl_easy_reset(easy);
+    pthread_mutex_lock(&e->pool_lock);
+    if (e->pool_len < PB_POOL_MAX) {
+        e->pool[e->pool_len].multi = multi;
+        e->pool[e->pool_len].easy = easy;
+        e->pool_len++;
+        multi = easy = NULL;
+    }
+    pthread_mutex_unlock(&e->pool_lock);
+    if (easy)
+        curl_easy_cleanup(easy);
+    if (multi)
+        curl_multi_cleanup(multi);
+}
+
+long pb_egress_timeout_ms(const struct pb_egress *e)
+{
+    return e->timeout_ms;
 }
 
 struct collect {

@@ -47,4 +47,10 @@ struct pb_egress_policy {
 /* Applies the shared settings (TLS, proxy, connect_to, timeouts, policy) to
  * a curl easy handle, for callers that drive curl themselves (streaming). */
 void pb_egress_setup_handle(struct pb_egress *e, void *curl, struct pb_egress_policy *pol);
+long pb_egress_timeout_ms(const struct pb_egress *e);
+/* A curl multi handle and easy handle pair from the pool, so consecutive
+ * calls reuse upstream connections (libcurl keeps them in the multi
+ * handle). The easy handle comes reset; give both back with put. */
+void pb_egress_pair_get(struct pb_egress *e, void **multi, void **easy);
+void pb_egress_pair_put(struct pb_egress *e, void *multi, void *easy);
 #endif

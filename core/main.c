@@ -25,12 +25,14 @@ static const char usage[] =
     "  project create NAME   create a project and print its first API key\n"
     "  manifest apply FILE --project P\n"
     "                        create or update the project's integrations from amp.yaml\n"
-    "  connection import --project P --provider X --group-ref G\n"
+    "  connection import --project P --provider X --group-ref G [--consumer-ref C]\n"
     "      [--access-token T --refresh-token R --expires-in S | --api-key K |\n"
     "       --username U --password W] [--meta k=v ...]\n"
     "                        import existing credentials as a connection\n"
     "  installation create --project P --integration I --group-ref G [--config-file F]\n"
-    "                        install an integration for a customer (config: JSON file)\n"
+    "      [--connection-id C]\n"
+    "                        install an integration for a customer (F: the config as\n"
+    "                        JSON, {\"content\": {...}})\n"
     "options:\n"
     "  --config FILE         configuration file (default ./plugboard.yaml)\n";
 
@@ -206,6 +208,17 @@ static int cmd_connection_import(const char *config, const struct opts *o)
                     "usage: plugboard connection import --project P --provider X --group-ref G "
                     "[--access-token T --refresh-token R --expires-in S | --api-key K | "
                     "--username U --password W] [--meta k=v ...]");
+    /* The credential options come in three families; say which clash here,
+     * in option names, rather than later in JSON field names. */
+    int families = (opt(o, "access-token") || opt(o, "refresh-token")) + !!opt(o, "api-key") +
+                   (opt(o, "username") || opt(o, "password"));
+    if (families > 1)
+        return fail(EXIT_USAGE, "give one of --access-token/--refresh-token, --api-key or "
+                                "--username/--password");
+    if (opt(o, "expires-in") && !opt(o, "access-token"))
+        return fail(EXIT_USAGE, "--expires-in needs --access-token");
+    if (opt(o, "password") && !opt(o, "username"))
+        return fail(EXIT_USAGE, "--password needs --username");
     json_t *body = json_pack("{s:s, s:s}", "groupRef", group, "provider", provider);
     if (opt(o, "consumer-ref"))
         json_object_set_new(body, "consumerRef", json_string(opt(o, "consumer-ref")));
@@ -217,12 +230,16 @@ static int cmd_connection_import(const char *config, const struct opts *o)
             json_t *a = json_pack("{s:s}", "token", at);
             if (exp) {
                 char *end = NULL;
+                errno = 0;
                 long secs = strtol(exp, &end, 10);
-                if (!*exp || *end || secs <= 0) {
+                /* Bounded (ten years) so that secs * 1000 cannot overflow. */
+                if (!*exp || *end || errno || secs <= 0 || secs > 315360000L) {
                     json_decref(a);
                     json_decref(oa);
                     json_decref(body);
-                    return fail(EXIT_USAGE, "--expires-in must be a positive number of seconds");
+                    return fail(EXIT_USAGE, "--expires-in must be a number of seconds from 1 "
+                                            "to 315360000, not '%s'",
+                                exp);
                 }
                 char ts[40];
                 pb_fmt_rfc3339(pb_wall_ms() + secs * 1000L, ts, sizeof ts);
@@ -416,9 +433,17 @@ int main(int argc, char **argv)
             return cmd_manifest_apply(config, args[2], opt(&o, "project"));
         return fail(EXIT_USAGE, "usage: plugboard manifest apply FILE --project ID_OR_NAME");
     }
-    if (strcmp(cmd, "connection") == 0 && nargs == 2 && strcmp(args[1], "import") == 0)
-        return cmd_connection_import(config, &o);
-    if (strcmp(cmd, "installation") == 0 && nargs == 2 && strcmp(args[1], "create") == 0)
-        return cmd_installation_create(config, &o);
+    if (strcmp(cmd, "connection") == 0) {
+        if (nargs == 2 && strcmp(args[1], "import") == 0)
+            return cmd_connection_import(config, &o);
+        return fail(EXIT_USAGE, "usage: plugboard connection import --project P --provider X "
+                                "--group-ref G [credentials] [--meta k=v ...]");
+    }
+    if (strcmp(cmd, "installation") == 0) {
+        if (nargs == 2 && strcmp(args[1], "create") == 0)
+            return cmd_installation_create(config, &o);
+        return fail(EXIT_USAGE, "usage: plugboard installation create --project P --integration I "
+                                "--group-ref G [--config-file F] [--connection-id C]");
+    }
     return fail(EXIT_USAGE, "unknown command '%s' (see plugboard --help)", cmd);
 }

@@ -5,6 +5,7 @@
 
 extern const struct pb_route pb_routes_health[];
 extern const struct pb_route pb_routes_control[];
+extern const struct pb_route pb_routes_proxy[];
 
 /* NULL-terminated list of the tables above. */
 extern const struct pb_route *const pb_route_tables[];

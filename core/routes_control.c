@@ -5,10 +5,38 @@
 #include "control.h"
 #include "routes.h"
 #include "store.h"
+#include <ctype.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A query value, decoded: the server hands query values over still
+ * escaped (server.c keeps the raw URL for the proxy), and OAuth codes and
+ * states routinely carry %-escapes ("%3D%3D"). '+' is a space, as in forms.
+ * malloc'd, NULL when absent. */
+static char *query_value(struct pb_request *r, const char *name)
+{
+    const char *v = pb_req_query(r, name);
+    if (!v)
+        return NULL;
+    size_t n = strlen(v);
+    char *out = pb_xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '+') {
+            *o++ = ' ';
+        } else if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) &&
+                   isxdigit((unsigned char)v[i + 2])) {
+            char hex[3] = {v[i + 1], v[i + 2], '\0'};
+            *o++ = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            *o++ = v[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
 
 static int reply_problem(struct pb_request *r, struct pb_problem *p)
 {
@@ -190,7 +218,10 @@ static int connections_list(struct pb_request *r)
     if (project_route(r, &rc) != 0)
         return rc;
     json_t *out = NULL;
-    if (pb_store_connection_list(r->app->store, r->project_id, pb_req_query(r, "groupRef"), &out) != 0)
+    char *group = query_value(r, "groupRef");
+    int s = pb_store_connection_list(r->app->store, r->project_id, group, &out);
+    free(group);
+    if (s != 0)
         return pb_reply_problem(r, 503, "store-unavailable", "Store unavailable",
                                 "the store failed; try again", 1, NULL);
     return pb_reply_json(r, 200, out);
@@ -252,9 +283,11 @@ static int oauth_connect(struct pb_request *r)
     struct pb_problem p = {0};
     json_t *proj = NULL;
     json_t *pid = json_object_get(body, "projectIdOrName");
-    if (!json_is_string(pid)) {
+    if (!json_is_string(pid) || json_string_length(pid) == 0) {
+        /* Same wording as the other fields: absent vs. present but wrong. */
+        pb_problem_invalid(&p, "body", "projectIdOrName", "%s",
+                           !pid || json_is_null(pid) ? "is required" : "must be a non-empty string");
         json_decref(body);
-        pb_problem_invalid(&p, "body", "projectIdOrName", "is required");
         return reply_problem(r, &p);
     }
     if (pb_ctl_project_resolve(r->app, json_string_value(pid), r->project_id, &proj, &p) != 0) {
@@ -290,14 +323,17 @@ static int oauth_callback(struct pb_request *r)
 {
     struct pb_problem p = {0};
     json_t *conn = NULL;
-    const char *perr = pb_req_query(r, "error");
-    const char *pdesc = pb_req_query(r, "error_description");
+    char *perr = query_value(r, "error"), *pdesc = query_value(r, "error_description");
+    char *code = query_value(r, "code"), *state = query_value(r, "state");
     char errtext[300] = "";
     if (perr)
         snprintf(errtext, sizeof errtext, "%.100s%s%.180s", perr, pdesc ? ": " : "",
                  pdesc ? pdesc : "");
-    int ok = pb_ctl_oauth_callback(r->app, pb_req_query(r, "code"), pb_req_query(r, "state"),
-                                   errtext[0] ? errtext : NULL, &conn, &p);
+    int ok = pb_ctl_oauth_callback(r->app, code, state, errtext[0] ? errtext : NULL, &conn, &p);
+    free(perr);
+    free(pdesc);
+    free(code);
+    free(state);
     struct pb_buf b = {0};
     pb_buf_appends(&b, "<!doctype html><html><head><meta charset=\"utf-8\"><title>");
     pb_buf_appends(&b, ok == 0 ? "Connected" : "Connection failed");
@@ -351,9 +387,11 @@ static int installations_list(struct pb_request *r)
     json_t *integ = NULL, *out = NULL;
     if (pb_ctl_integration_get(r->app, r->project_id, pb_req_param(r, "integration"), &integ, &p) != 0)
         return reply_problem(r, &p);
+    char *group = query_value(r, "groupRef");
     int s = pb_store_installation_list(r->app->store, r->project_id,
-                                       json_string_value(json_object_get(integ, "id")),
-                                       pb_req_query(r, "groupRef"), &out);
+                                       json_string_value(json_object_get(integ, "id")), group,
+                                       &out);
+    free(group);
     json_decref(integ);
     if (s != 0)
         return pb_reply_problem(r, 503, "store-unavailable", "Store unavailable",

@@ -29,4 +29,5 @@ const struct pb_route pb_routes_health[] = {
     {NULL, NULL, NULL, 0},
 };
 
-const struct pb_route *const pb_route_tables[] = {pb_routes_health, pb_routes_control, NULL};
+const struct pb_route *const pb_route_tables[] = {pb_routes_health, pb_routes_control,
+                                                     pb_routes_proxy, NULL};

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "routes.h"
 #include "secrets.h"
+#include "http.h"
 #include <curl/curl.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -161,6 +162,54 @@ static int queue(struct pb_request *r, unsigned status, const char *ctype, char 
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    for (size_t i = 0; i < r->n_extra; i++)
+        MHD_add_response_header(resp, r->extra[i].name, r->extra[i].value);
+    r->status = status;
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+void pb_reply_add_header(struct pb_request *r, const char *name, const char *value)
+{
+    r->extra = pb_xrealloc(r->extra, (r->n_extra + 1) * sizeof *r->extra);
+    r->extra[r->n_extra].name = pb_xstrdup(name);
+    r->extra[r->n_extra].value = pb_xstrdup(value);
+    r->n_extra++;
+}
+
+struct stream_reply {
+    pb_body_reader read;
+    void *ctx;
+};
+
+static ssize_t stream_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream_reply *sr = cls;
+    (void)pos;
+    long n = sr->read(sr->ctx, buf, max);
+    if (n > 0)
+        return (ssize_t)n;
+    return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+int pb_reply_stream(struct pb_request *r, unsigned status, const struct pb_header *headers,
+                    size_t n_headers, int64_t length, pb_body_reader read, void *ctx)
+{
+    struct stream_reply *sr = pb_xcalloc(1, sizeof *sr);
+    sr->read = read;
+    sr->ctx = ctx;
+    struct MHD_Response *resp = MHD_create_response_from_callback(
+        length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN, 64 * 1024, stream_cb, sr, free);
+    if (!resp) {
+        free(sr);
+        return MHD_NO;
+    }
+    for (size_t i = 0; i < n_headers; i++)
+        MHD_add_response_header(resp, headers[i].name, headers[i].value);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    for (size_t i = 0; i < r->n_extra; i++)
+        MHD_add_response_header(resp, r->extra[i].name, r->extra[i].value);
     r->status = status;
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
@@ -228,8 +277,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct pb_server *s = cls;
     struct pb_request *r = *con_cls;
     (void)version;
-    if (!r) {
-        r = pb_xcalloc(1, sizeof *r);
+    if (!r || !r->started) {
+        if (!r) {
+            r = pb_xcalloc(1, sizeof *r);
+            r->raw_uri = pb_xstrdup(url);
+        }
+        r->started = 1;
         r->conn = conn;
         r->app = s->app;
         r->method = method;
@@ -243,13 +296,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         atomic_fetch_add(&s->in_flight, 1);
         *con_cls = r;
         int path_known = 0;
-        r->route = find_route(r, &path_known);
+        if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-amp-proxy-version"))
+            r->route = &pb_route_amp_proxy;
+        else
+            r->route = find_route(r, &path_known);
         if (!r->route)
             r->status = path_known ? 405 : 404;
+        else if ((r->route->flags & PB_ROUTE_STREAM) && r->route->on_headers)
+            return (enum MHD_Result)r->route->on_headers(r);
+        return MHD_YES;
+    }
+    if (r->status && r->route) {
+        /* Answered early: the rest of the body is not wanted. */
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
-        if (r->route && (r->route->flags & PB_ROUTE_BODY) && !r->body_too_large) {
+        if (r->route && (r->route->flags & PB_ROUTE_STREAM)) {
+            if (!r->upload_stopped && r->route->on_upload &&
+                r->route->on_upload(r, upload_data, *upload_size) != 0)
+                r->upload_stopped = 1;
+        } else if (r->route && (r->route->flags & PB_ROUTE_BODY) && !r->body_too_large) {
             long max = s->app->cfg->server.max_body_bytes;
             if (r->body.len + *upload_size > (size_t)max) {
                 r->body_too_large = 1;
@@ -287,6 +354,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     if (!r)
         return;
+    if (!r->started) {
+        free(r->raw_uri);
+        free(r);
+        *con_cls = NULL;
+        return;
+    }
     /* The path only: query strings may carry secrets. */
     pb_log_json(PB_LOG_INFO, "request",
                 json_pack("{s:s, s:s, s:s, s:i, s:I, s:b}", "requestId", r->request_id, "method",
@@ -295,6 +368,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     if (r->route_state_free)
         r->route_state_free(r->route_state);
+    for (size_t i = 0; i < r->n_extra; i++) {
+        free(r->extra[i].name);
+        free(r->extra[i].value);
+    }
+    free(r->extra);
+    free(r->raw_uri);
     clear_params(r);
     pb_buf_free(&r->body);
     free(r);
@@ -311,6 +390,17 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
     pb_log_json(PB_LOG_WARN, msg, json_pack("{s:s}", "component", "http"));
+}
+
+/* Keeps the request target exactly as sent (the proxy forwards the query
+ * verbatim); its return value becomes the request's context. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)cls;
+    (void)c;
+    struct pb_request *r = pb_xcalloc(1, sizeof *r);
+    r->raw_uri = pb_xstrdup(uri ? uri : "");
+    return r;
 }
 
 /* Keeps the path as sent so the proxy forwards it unchanged; route params
@@ -348,9 +438,9 @@ int pb_server_start(struct pb_app *app, struct pb_server **out, char *err, size_
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->server.connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->server.connection_timeout_s, MHD_OPTION_THREAD_STACK_SIZE,
         (size_t)(512 * 1024), MHD_OPTION_END);

@@ -30,21 +30,36 @@ struct pb_request {
     char project_id[64];          /* set once an API key was accepted */
     void *route_state;            /* a streaming route's own state */
     void (*route_state_free)(void *state);
+    int upload_stopped;           /* on_upload asked to drop the rest */
+    int started;
+    char *raw_uri;                /* the request target as sent, with its query */
+    struct pb_header *extra;      /* headers for the next reply */
+    size_t n_extra;
 };
 
 typedef int (*pb_route_fn)(struct pb_request *r);
 
 enum pb_route_flags {
     PB_ROUTE_BODY = 1 << 0,       /* buffer the body (up to server.max_body_bytes) */
-    PB_ROUTE_PREFIX = 1 << 1      /* pattern ends with a slash and star: matches any rest */
+    PB_ROUTE_PREFIX = 1 << 1,     /* pattern ends with a slash and star: matches any rest */
+    PB_ROUTE_STREAM = 1 << 2      /* on_headers, then on_upload per chunk, then fn */
 };
 
 struct pb_route {
     const char *method;           /* "GET", ... or "*" for any */
     const char *pattern;          /* "/v1/projects/{project}/api-keys" */
-    pb_route_fn fn;
+    pb_route_fn fn;               /* called once the whole request is in */
     unsigned flags;
+    /* PB_ROUTE_STREAM only. on_headers runs before any body byte is read;
+     * it may reply at once (r->status is then set). on_upload gets each
+     * body chunk; it returns 0, or -1 to drop the rest of the body. */
+    pb_route_fn on_headers;
+    int (*on_upload)(struct pb_request *r, const char *data, size_t len);
 };
+
+/* Requests carrying this header are proxied Ampersand-style, whatever
+ * their path (SPEC.md 2a). */
+extern const struct pb_route pb_route_amp_proxy;
 
 /* Starts listening; on failure returns -1 with one line in err. */
 int pb_server_start(struct pb_app *app, struct pb_server **out, char *err, size_t err_len);
@@ -72,6 +87,16 @@ int pb_reply_text(struct pb_request *r, unsigned status, const char *ctype, cons
  * NULL) is an array of {in, name, value?, detail}. */
 int pb_reply_problem(struct pb_request *r, unsigned status, const char *slug, const char *title,
                      const char *detail, int retryable, json_t *issues);
+/* Streams a response body: read returns >0 bytes, 0 at the end, -1 when
+ * the body broke off. length -1 means unknown (chunked). headers are
+ * copied; the caller keeps ctx alive until the request completes. */
+typedef long (*pb_body_reader)(void *ctx, char *buf, size_t max);
+struct pb_header;
+int pb_reply_stream(struct pb_request *r, unsigned status, const struct pb_header *headers,
+                    size_t n_headers, int64_t length, pb_body_reader read, void *ctx);
+/* Adds a header to the response the next reply queues (e.g. X-Amp-*). */
+void pb_reply_add_header(struct pb_request *r, const char *name, const char *value);
+
 /* One validation issue for pb_reply_problem. */
 json_t *pb_issue(const char *in, const char *name, const char *detail);
 #endif

@@ -124,4 +124,24 @@ int pb_store_installation_list(pb_store *st, const char *project_id, const char 
 int pb_store_installation_update(pb_store *st, const char *project_id, const char *id,
                                  const char *connection_id, const json_t *config, json_t **out);
 int pb_store_installation_delete(pb_store *st, const char *project_id, const char *id);
+/* ---- Proxy --------------------------------------------------------------- */
+
+/* Appends activity records in one transaction. Each element:
+ * {"time": ms, "projectId", "installationId"?, "provider"?, "method",
+ * "path", "status"?: int (absent: no provider answer), "attempts",
+ * "durationMs", "bytesIn", "bytesOut", "requestId", "error"?}. */
+int pb_store_activity_append(pb_store *st, const json_t *records);
+/* Newest first; installation_id filters when non-NULL; limit 1..1000.
+ * Elements: {"id","time" (RFC 3339 with milliseconds),"projectId",
+ * "installationId"?,"provider"?,"method","path","status"?,"attempts",
+ * "durationMs","bytesIn","bytesOut","requestId","error"?}. */
+int pb_store_activity_list(pb_store *st, const char *project_id, const char *installation_id,
+                           int limit, json_t **out);
+
+/* Throttle state of an installation (X-Amp-Rate-Limiter-Mode: throttle). */
+int pb_store_rate_limit_set(pb_store *st, const char *installation_id,
+                            int64_t blocked_until_ms, int attempts, int retryable);
+/* PB_STORE_NOTFOUND when no state was recorded. */
+int pb_store_rate_limit_get(pb_store *st, const char *installation_id,
+                            int64_t *blocked_until_ms, int *attempts, int *retryable);
 #endif

@@ -1971,3 +1971,274 @@ int pb_store_installation_delete(pb_store *st, const char *project_id, const cha
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
+
+/* ---- proxy: activity log and throttle state --------------------------------
+ *
+ * Neither table is one that caches hold (see pb_store_generation), so these
+ * writes never bump the generation. */
+
+/* RFC 3339 UTC with milliseconds: "2026-11-26T12:00:00.123Z". */
+static void fmt_time_ms(int64_t ms, char out[40])
+{
+    int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+    int frac = (int)(ms - secs * 1000);
+    time_t t = (time_t)secs;
+    struct tm tm;
+    char base[32];
+    if (!gmtime_r(&t, &tm) || strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        snprintf(base, sizeof base, "1970-01-01T00:00:00");
+        frac = 0;
+    }
+    snprintf(out, 40, "%s.%03dZ", base, frac);
+}
+
+/* One activity record, checked before anything is written. Strings point
+ * into the caller's JSON. */
+struct act_rec {
+    int64_t time, attempts, duration_ms, bytes_in, bytes_out;
+    int64_t status; /* -1: no provider answer */
+    const char *project_id, *installation_id, *provider, *method, *path, *request_id, *error;
+};
+
+/* A string member without NUL bytes: *out stays NULL when absent or null
+ * (allowed only when `optional`), *bad set otherwise; required ones must
+ * be non-empty. */
+static void act_str(const json_t *o, const char *key, int optional, const char **out, int *bad)
+{
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (!optional)
+            *bad = 1;
+        return;
+    }
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v) ||
+        (!optional && json_string_length(v) == 0)) {
+        *bad = 1;
+        return;
+    }
+    *out = json_string_value(v);
+}
+
+/* An integer member in [min, max]; absent or null sets *bad unless
+ * `optional` (then *out is -1). */
+static void act_int(const json_t *o, const char *key, int optional, int64_t min, int64_t max,
+                    int64_t *out, int *bad)
+{
+    json_t *v = json_object_get(o, key);
+    *out = -1;
+    if (!v || json_is_null(v)) {
+        if (!optional)
+            *bad = 1;
+        return;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        *bad = 1;
+        return;
+    }
+    *out = json_integer_value(v);
+}
+
+static int act_check(const json_t *e, struct act_rec *r)
+{
+    if (!json_is_object(e))
+        return -1;
+    int bad = 0;
+    act_int(e, "time", 0, 0, INT64_MAX, &r->time, &bad);
+    act_str(e, "projectId", 0, &r->project_id, &bad);
+    act_str(e, "installationId", 1, &r->installation_id, &bad);
+    act_str(e, "provider", 1, &r->provider, &bad);
+    act_str(e, "method", 0, &r->method, &bad);
+    act_str(e, "path", 0, &r->path, &bad);
+    act_int(e, "status", 1, 100, 999, &r->status, &bad);
+    act_int(e, "attempts", 0, 0, INT64_MAX, &r->attempts, &bad);
+    act_int(e, "durationMs", 0, 0, INT64_MAX, &r->duration_ms, &bad);
+    act_int(e, "bytesIn", 0, 0, INT64_MAX, &r->bytes_in, &bad);
+    act_int(e, "bytesOut", 0, 0, INT64_MAX, &r->bytes_out, &bad);
+    act_str(e, "requestId", 0, &r->request_id, &bad);
+    act_str(e, "error", 1, &r->error, &bad);
+    return bad ? -1 : 0;
+}
+
+static int act_insert(pb_store *st, sqlite3_stmt *s, const struct act_rec *r)
+{
+    const char *what = "append activity";
+    sqlite3_reset(s);
+    if (sqlite3_bind_int64(s, 1, r->time) | bind_text(s, 2, r->project_id) |
+        bind_text(s, 3, r->installation_id) | bind_text(s, 4, r->provider) |
+        bind_text(s, 5, r->method) | bind_text(s, 6, r->path) |
+        (r->status >= 0 ? sqlite3_bind_int64(s, 7, r->status) : sqlite3_bind_null(s, 7)) |
+        sqlite3_bind_int64(s, 8, r->attempts) | sqlite3_bind_int64(s, 9, r->duration_ms) |
+        sqlite3_bind_int64(s, 10, r->bytes_in) | sqlite3_bind_int64(s, 11, r->bytes_out) |
+        bind_text(s, 12, r->request_id) | bind_text(s, 13, r->error))
+        return db_fail(st, what);
+    return step_rc(st, sqlite3_step(s), what);
+}
+
+int pb_store_activity_append(pb_store *st, const json_t *records)
+{
+    if (!st || !json_is_array(records))
+        return PB_STORE_ERR;
+    size_t n = json_array_size(records);
+    if (n == 0)
+        return PB_STORE_OK;
+    struct act_rec *recs = calloc(n, sizeof *recs);
+    if (!recs)
+        return PB_STORE_ERR;
+    /* Every element is checked before anything is written. */
+    for (size_t i = 0; i < n; i++) {
+        if (act_check(json_array_get(records, i), &recs[i]) != 0) {
+            free(recs);
+            return PB_STORE_ERR;
+        }
+    }
+    const char *what = "append activity";
+    sqlite3_stmt *s = NULL;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "INSERT INTO activity(time, project_id, installation_id, provider, method,"
+                     " path, status, attempts, duration_ms, bytes_in, bytes_out, request_id,"
+                     " error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     &s, what);
+    for (size_t i = 0; i < n && rc == PB_STORE_OK; i++)
+        rc = act_insert(st, s, &recs[i]);
+    sqlite3_finalize(s);
+    rc = tx_end(st, rc, 0);
+    pthread_mutex_unlock(&st->mu);
+    free(recs);
+    return rc;
+}
+
+#define ACTIVITY_COLS                                                                          \
+    "id, time, project_id, installation_id, provider, method, path, status, attempts,"        \
+    " duration_ms, bytes_in, bytes_out, request_id, error"
+
+/* "id" is the log's integer sequence number (JSON integer). */
+static json_t *activity_row(sqlite3_stmt *s)
+{
+    json_t *o = json_object();
+    int bad = !o;
+    char ts[40];
+    fmt_time_ms(sqlite3_column_int64(s, 1), ts);
+    put(o, "id", json_integer(sqlite3_column_int64(s, 0)), &bad);
+    put(o, "time", json_string(ts), &bad);
+    put_str(o, "projectId", s, 2, &bad);
+    put_opt_str(o, "installationId", s, 3, &bad);
+    put_opt_str(o, "provider", s, 4, &bad);
+    put_str(o, "method", s, 5, &bad);
+    put_str(o, "path", s, 6, &bad);
+    if (sqlite3_column_type(s, 7) != SQLITE_NULL)
+        put(o, "status", json_integer(sqlite3_column_int64(s, 7)), &bad);
+    put(o, "attempts", json_integer(sqlite3_column_int64(s, 8)), &bad);
+    put(o, "durationMs", json_integer(sqlite3_column_int64(s, 9)), &bad);
+    put(o, "bytesIn", json_integer(sqlite3_column_int64(s, 10)), &bad);
+    put(o, "bytesOut", json_integer(sqlite3_column_int64(s, 11)), &bad);
+    put_opt_str(o, "requestId", s, 12, &bad);
+    put_opt_str(o, "error", s, 13, &bad);
+    return finish(o, bad);
+}
+
+int pb_store_activity_list(pb_store *st, const char *project_id, const char *installation_id,
+                           int limit, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !out)
+        return PB_STORE_ERR;
+    if (limit < 1)
+        limit = 1;
+    if (limit > 1000)
+        limit = 1000;
+    json_t *arr = json_array();
+    if (!arr)
+        return PB_STORE_ERR;
+    const char *what = "list activity";
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    /* Two statements, so each walks its own index backwards
+     * (activity_installation or activity_project) and stops at the limit. */
+    int rc = installation_id
+                 ? prep_bind(st,
+                             "SELECT " ACTIVITY_COLS " FROM activity WHERE installation_id = ?1"
+                             " AND project_id = ?2 ORDER BY id DESC LIMIT ?3",
+                             &s, what, 2, installation_id, project_id)
+                 : prep_bind(st,
+                             "SELECT " ACTIVITY_COLS " FROM activity WHERE project_id = ?1"
+                             " ORDER BY id DESC LIMIT ?2",
+                             &s, what, 1, project_id);
+    if (rc == PB_STORE_OK) {
+        if (sqlite3_bind_int(s, installation_id ? 3 : 2, limit) != SQLITE_OK)
+            rc = db_fail(st, what);
+        else
+            rc = all_rows(st, s, activity_row, arr, what);
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (rc == PB_STORE_OK)
+        *out = arr;
+    else
+        json_decref(arr);
+    return rc;
+}
+
+int pb_store_rate_limit_set(pb_store *st, const char *installation_id,
+                            int64_t blocked_until_ms, int attempts, int retryable)
+{
+    if (!st || !installation_id || !*installation_id || blocked_until_ms < 0 || attempts < 0)
+        return PB_STORE_ERR;
+    const char *what = "set rate limit";
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    /* An unknown installation fails the foreign key: PB_STORE_NOTFOUND. */
+    int rc = prepare(st,
+                     "INSERT INTO rate_limits(installation_id, blocked_until_ms,"
+                     " backoff_attempts, retryable, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+                     " ON CONFLICT(installation_id) DO UPDATE SET"
+                     " blocked_until_ms = excluded.blocked_until_ms,"
+                     " backoff_attempts = excluded.backoff_attempts,"
+                     " retryable = excluded.retryable, updated_at = excluded.updated_at",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, installation_id) | sqlite3_bind_int64(s, 2, blocked_until_ms) |
+            sqlite3_bind_int(s, 3, attempts) | sqlite3_bind_int(s, 4, retryable ? 1 : 0) |
+            sqlite3_bind_int64(s, 5, now_ms()))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_rate_limit_get(pb_store *st, const char *installation_id,
+                            int64_t *blocked_until_ms, int *attempts, int *retryable)
+{
+    if (!st || !installation_id)
+        return PB_STORE_ERR;
+    const char *what = "get rate limit";
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    int rc = prep_bind(st,
+                       "SELECT blocked_until_ms, backoff_attempts, retryable FROM rate_limits"
+                       " WHERE installation_id = ?1",
+                       &s, what, 1, installation_id);
+    if (rc == PB_STORE_OK) {
+        int r = sqlite3_step(s);
+        if (r == SQLITE_ROW) {
+            if (blocked_until_ms)
+                *blocked_until_ms = sqlite3_column_int64(s, 0);
+            if (attempts)
+                *attempts = sqlite3_column_int(s, 1);
+            if (retryable)
+                *retryable = sqlite3_column_int(s, 2);
+        } else {
+            rc = r == SQLITE_DONE ? PB_STORE_NOTFOUND : db_fail(st, what);
+        }
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}

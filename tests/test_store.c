@@ -1846,6 +1846,436 @@ static void test_control_plane_persistence(void)
     free(path);
 }
 
+/* ---- proxy: activity log and throttle state ------------------------------- */
+
+/* Three records of p_1 and one of p_2 (which names p_1's installation id,
+ * to show the project filter applies with the installation filter). */
+static const char ACTIVITY_BATCH[] =
+    "[{\"time\": 1795694400123, \"projectId\": \"p_1\", \"installationId\": \"ins_1\","
+    "  \"provider\": \"hubspot\", \"method\": \"GET\", \"path\": \"/crm/v3/objects/contacts\","
+    "  \"status\": 200, \"attempts\": 1, \"durationMs\": 87, \"bytesIn\": 0,"
+    "  \"bytesOut\": 5120, \"requestId\": \"req_1\"},"
+    " {\"time\": 1795694400500, \"projectId\": \"p_2\", \"installationId\": \"ins_1\","
+    "  \"provider\": \"salesforce\", \"method\": \"POST\", \"path\": \"/services/data\","
+    "  \"status\": 201, \"attempts\": 1, \"durationMs\": 12, \"bytesIn\": 40,"
+    "  \"bytesOut\": 10, \"requestId\": \"req_2\"},"
+    " {\"time\": 1795694401007, \"projectId\": \"p_1\", \"installationId\": null,"
+    "  \"provider\": null, \"method\": \"DELETE\", \"path\": \"/x\", \"status\": null,"
+    "  \"attempts\": 0, \"durationMs\": 3000, \"bytesIn\": 7, \"bytesOut\": 0,"
+    "  \"requestId\": \"req_3\", \"error\": \"Provider unreachable\", \"extra\": true},"
+    " {\"time\": 1795694460000, \"projectId\": \"p_1\", \"installationId\": \"ins_2\","
+    "  \"provider\": \"hubspot\", \"method\": \"PATCH\", \"path\": \"/crm/v3/objects/deals/9\","
+    "  \"status\": 429, \"attempts\": 3, \"durationMs\": 4100, \"bytesIn\": 99,"
+    "  \"bytesOut\": 64, \"requestId\": \"req_4\", \"error\": \"Too many requests\"}]";
+
+static const char ACT_1[] =
+    "{\"id\": 1, \"time\": \"2026-11-26T12:00:00.123Z\", \"projectId\": \"p_1\","
+    " \"installationId\": \"ins_1\", \"provider\": \"hubspot\", \"method\": \"GET\","
+    " \"path\": \"/crm/v3/objects/contacts\", \"status\": 200, \"attempts\": 1,"
+    " \"durationMs\": 87, \"bytesIn\": 0, \"bytesOut\": 5120, \"requestId\": \"req_1\"}";
+static const char ACT_2[] =
+    "{\"id\": 2, \"time\": \"2026-11-26T12:00:00.500Z\", \"projectId\": \"p_2\","
+    " \"installationId\": \"ins_1\", \"provider\": \"salesforce\", \"method\": \"POST\","
+    " \"path\": \"/services/data\", \"status\": 201, \"attempts\": 1, \"durationMs\": 12,"
+    " \"bytesIn\": 40, \"bytesOut\": 10, \"requestId\": \"req_2\"}";
+static const char ACT_3[] =
+    "{\"id\": 3, \"time\": \"2026-11-26T12:00:01.007Z\", \"projectId\": \"p_1\","
+    " \"method\": \"DELETE\", \"path\": \"/x\", \"attempts\": 0, \"durationMs\": 3000,"
+    " \"bytesIn\": 7, \"bytesOut\": 0, \"requestId\": \"req_3\","
+    " \"error\": \"Provider unreachable\"}";
+static const char ACT_4[] =
+    "{\"id\": 4, \"time\": \"2026-11-26T12:01:00.000Z\", \"projectId\": \"p_1\","
+    " \"installationId\": \"ins_2\", \"provider\": \"hubspot\", \"method\": \"PATCH\","
+    " \"path\": \"/crm/v3/objects/deals/9\", \"status\": 429, \"attempts\": 3,"
+    " \"durationMs\": 4100, \"bytesIn\": 99, \"bytesOut\": 64, \"requestId\": \"req_4\","
+    " \"error\": \"Too many requests\"}";
+
+/* "[a, b, ...]" from JSON literals (static buffer). */
+static const char *jarr(const char *a, const char *b, const char *c)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "[%s%s%s%s%s]", a ? a : "", b ? ", " : "", b ? b : "",
+             c ? ", " : "", c ? c : "");
+    return buf;
+}
+
+/* activity_list into a new array (NULL on failure). */
+static json_t *act_list(pb_store *st, const char *project_id, const char *installation_id,
+                        int limit)
+{
+    json_t *out = NULL;
+    int rc = pb_store_activity_list(st, project_id, installation_id, limit, &out);
+    CU_ASSERT_EQUAL(rc, PB_STORE_OK);
+    return rc == PB_STORE_OK ? out : NULL;
+}
+
+static void test_activity_append_list(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    json_t *batch = J(ACTIVITY_BATCH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(batch);
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_OK);
+    json_decref(batch);
+
+    /* Newest first, exact values, only keys that have values. */
+    json_t *l = act_list(st, "p_1", NULL, 100);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_4, ACT_3, ACT_1)));
+    /* Keys in the documented order. */
+    static const char *const keys[] = {"id",       "time",       "projectId", "installationId",
+                                       "provider", "method",     "path",      "status",
+                                       "attempts", "durationMs", "bytesIn",   "bytesOut",
+                                       "requestId", "error"};
+    const char *k;
+    json_t *v;
+    size_t at = 0;
+    json_object_foreach(json_array_get(l, 0), k, v)
+    {
+        (void)v;
+        while (at < sizeof keys / sizeof keys[0] && strcmp(keys[at], k) != 0)
+            at++;
+        CU_ASSERT_TRUE(at < sizeof keys / sizeof keys[0]);
+    }
+    json_decref(l);
+    l = act_list(st, "p_2", NULL, 100);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_2, NULL, NULL)));
+    json_decref(l);
+
+    /* By installation, still within the project. */
+    l = act_list(st, "p_1", "ins_1", 100);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_1, NULL, NULL)));
+    json_decref(l);
+    l = act_list(st, "p_1", "ins_2", 100);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_4, NULL, NULL)));
+    json_decref(l);
+    l = act_list(st, "p_2", "ins_1", 100);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_2, NULL, NULL)));
+    json_decref(l);
+    l = act_list(st, "p_2", "ins_2", 100);
+    CU_ASSERT_TRUE(jeq(l, "[]"));
+    json_decref(l);
+    l = act_list(st, "p_nope", NULL, 100);
+    CU_ASSERT_TRUE(jeq(l, "[]"));
+    json_decref(l);
+
+    /* Limits: the newest ones; clamped to 1..1000. */
+    l = act_list(st, "p_1", NULL, 2);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_4, ACT_3, NULL)));
+    json_decref(l);
+    l = act_list(st, "p_1", NULL, 1);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_4, NULL, NULL)));
+    json_decref(l);
+    l = act_list(st, "p_1", NULL, 0);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_4, NULL, NULL)));
+    json_decref(l);
+    l = act_list(st, "p_1", NULL, -7);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_4, NULL, NULL)));
+    json_decref(l);
+    l = act_list(st, "p_1", NULL, 1000000);
+    CU_ASSERT_EQUAL(json_array_size(l), 3);
+    json_decref(l);
+
+    json_t *x = (json_t *)&x;
+    CU_ASSERT_EQUAL(pb_store_activity_list(st, NULL, NULL, 10, &x), PB_STORE_ERR);
+    CU_ASSERT_PTR_NULL(x);
+    CU_ASSERT_EQUAL(pb_store_activity_list(NULL, "p_1", NULL, 10, &x), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_activity_list(st, "p_1", NULL, 10, NULL), PB_STORE_ERR);
+
+    /* Stored as the schema says: ms times, NULL for "no answer". */
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM activity"), 4);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT time FROM activity WHERE id = 1"), T_FIXED);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM activity WHERE id = 3 AND status IS NULL"
+                                " AND installation_id IS NULL AND provider IS NULL"),
+                    1);
+    /* Each list walks an index backwards instead of sorting. */
+    static const char *const plans[][2] = {
+        {"EXPLAIN QUERY PLAN SELECT id FROM activity WHERE project_id = 'p_1'"
+         " ORDER BY id DESC LIMIT 10",
+         "activity_project"},
+        {"EXPLAIN QUERY PLAN SELECT id FROM activity WHERE installation_id = 'ins_1'"
+         " AND project_id = 'p_1' ORDER BY id DESC LIMIT 10",
+         "activity_installation"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        sqlite3_stmt *s;
+        CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, plans[i][0], -1, &s, NULL), SQLITE_OK);
+        int uses_index = 0, sorts = 0;
+        while (sqlite3_step(s) == SQLITE_ROW) {
+            const char *d = (const char *)sqlite3_column_text(s, 3);
+            uses_index |= strstr(d, plans[i][1]) != NULL;
+            sorts |= strstr(d, "TEMP B-TREE") != NULL;
+        }
+        sqlite3_finalize(s);
+        CU_ASSERT_TRUE(uses_index);
+        CU_ASSERT_FALSE(sorts);
+    }
+    sqlite3_close(db);
+
+    /* An empty batch is fine; ids keep growing across batches and reopens. */
+    json_t *empty = json_array();
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, empty), PB_STORE_OK);
+    json_decref(empty);
+    pb_store_close(st);
+    st = open_path(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    l = act_list(st, "p_1", NULL, 10);
+    CU_ASSERT_TRUE(jeq(l, jarr(ACT_4, ACT_3, ACT_1)));
+    json_decref(l);
+    json_t *one = json_pack("[{s:I, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:s}]", "time",
+                            (json_int_t)0, "projectId", "p_1", "method", "GET", "path", "/",
+                            "attempts", 1, "durationMs", 0, "bytesIn", 0, "bytesOut", 0,
+                            "requestId", "req_5");
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, one), PB_STORE_OK);
+    json_decref(one);
+    l = act_list(st, "p_1", NULL, 1);
+    CU_ASSERT_TRUE(jeq(l, "[{\"id\": 5, \"time\": \"1970-01-01T00:00:00.000Z\","
+                          " \"projectId\": \"p_1\", \"method\": \"GET\", \"path\": \"/\","
+                          " \"attempts\": 1, \"durationMs\": 0, \"bytesIn\": 0,"
+                          " \"bytesOut\": 0, \"requestId\": \"req_5\"}]"));
+    json_decref(l);
+    pb_store_close(st);
+    free(path);
+}
+
+/* One bad element: PB_STORE_ERR and not a single row written. */
+static void test_activity_bad_element(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    static const struct {
+        const char *key, *value; /* value NULL: the key removed */
+    } cases[] = {
+        {"time", NULL},           {"time", "\"2026-11-26\""}, {"time", "1.5"},
+        {"time", "-1"},           {"time", "null"},           {"projectId", NULL},
+        {"projectId", "\"\""},    {"projectId", "1"},         {"installationId", "7"},
+        {"provider", "[]"},       {"method", NULL},           {"method", "\"\""},
+        {"path", "{}"},           {"path", NULL},             {"status", "\"200\""},
+        {"status", "42"},         {"status", "1000"},         {"status", "200.0"},
+        {"attempts", NULL},       {"attempts", "-1"},         {"durationMs", "1.5"},
+        {"durationMs", "true"},   {"bytesIn", NULL},          {"bytesIn", "-3"},
+        {"bytesOut", "\"1\""},    {"requestId", NULL},        {"requestId", "5"},
+        {"error", "5"},           {"error", "{}"},
+    };
+    json_t *good = J(ACTIVITY_BATCH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(good);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *batch = json_deep_copy(good);
+        json_t *e = json_array_get(batch, 2);
+        if (cases[i].value)
+            json_object_set_new(e, cases[i].key, J(cases[i].value));
+        else
+            json_object_del(e, cases[i].key);
+        int rc = pb_store_activity_append(st, batch);
+        if (rc != PB_STORE_ERR)
+            fprintf(stderr, "accepted %s = %s\n", cases[i].key,
+                    cases[i].value ? cases[i].value : "(absent)");
+        CU_ASSERT_EQUAL(rc, PB_STORE_ERR);
+        json_decref(batch);
+    }
+    /* A string with a NUL byte, an element that is no object, no array. */
+    json_t *batch = json_deep_copy(good);
+    json_object_set_new(json_array_get(batch, 3), "path", json_stringn("/a\0b", 4));
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_ERR);
+    json_decref(batch);
+    batch = json_deep_copy(good);
+    json_array_append_new(batch, json_string("record"));
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_ERR);
+    json_decref(batch);
+    batch = json_deep_copy(good);
+    json_array_insert_new(batch, 0, json_null());
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_ERR);
+    json_decref(batch);
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, json_array_get(good, 0)), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, NULL), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_activity_append(NULL, good), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM activity"), 0);
+    json_t *l = act_list(st, "p_1", NULL, 100);
+    CU_ASSERT_EQUAL(json_array_size(l), 0);
+    json_decref(l);
+
+    /* The same batch, fixed, goes in whole. */
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, good), PB_STORE_OK);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM activity"), 4);
+    json_decref(good);
+    sqlite3_close(db);
+    pb_store_close(st);
+    free(path);
+}
+
+/* 10,000 records in batches of 500. */
+static void test_activity_bulk(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    int n = 0;
+    for (int b = 0; b < 20; b++) {
+        json_t *batch = json_array();
+        for (int i = 0; i < 500; i++, n++) {
+            char rid[32], p[32];
+            snprintf(rid, sizeof rid, "req_%d", n);
+            snprintf(p, sizeof p, "/objects/%d", n);
+            json_array_append_new(
+                batch, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:s}",
+                                 "time", (json_int_t)(T_FIXED + n), "projectId", "p_1",
+                                 "installationId", n % 2 ? "ins_odd" : "ins_even", "provider",
+                                 "hubspot", "method", "GET", "path", p, "status", 200,
+                                 "attempts", 1, "durationMs", n % 97, "bytesIn", 0, "bytesOut",
+                                 n, "requestId", rid));
+        }
+        CU_ASSERT_EQUAL_FATAL(json_array_size(batch), 500);
+        CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_OK);
+        json_decref(batch);
+    }
+    CU_ASSERT_EQUAL(n, 10000);
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM activity"), 10000);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(DISTINCT request_id) FROM activity"), 10000);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT max(id) - min(id) FROM activity"), 9999);
+    sqlite3_close(db);
+
+    /* At most 1000 per list, the newest. */
+    json_t *l = act_list(st, "p_1", NULL, 5000);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(l), 1000);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(l, 0), "requestId"), "req_9999");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(l, 999), "requestId"), "req_9000");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(l, 0), "time"), "2026-11-26T12:00:10.122Z");
+    for (size_t i = 1; i < 1000; i++)
+        CU_ASSERT_TRUE(jint(json_array_get(l, i - 1), "id") > jint(json_array_get(l, i), "id"));
+    json_decref(l);
+    l = act_list(st, "p_1", "ins_odd", 1000);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(l), 1000);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(l, 0), "requestId"), "req_9999");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(l, 999), "requestId"), "req_8001");
+    json_decref(l);
+    l = act_list(st, "p_2", NULL, 1000);
+    CU_ASSERT_EQUAL(json_array_size(l), 0);
+    json_decref(l);
+    pb_store_close(st);
+    free(path);
+}
+
+/* Activity is not cached data: appends (good or bad) and lists leave the
+ * generation alone. */
+static void test_activity_generation(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    uint64_t gen = pb_store_generation(st);
+    json_t *batch = J(ACTIVITY_BATCH);
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_OK);
+    json_object_del(json_array_get(batch, 1), "method");
+    CU_ASSERT_EQUAL(pb_store_activity_append(st, batch), PB_STORE_ERR);
+    json_decref(batch);
+    json_t *l = act_list(st, "p_1", NULL, 10);
+    CU_ASSERT_EQUAL(json_array_size(l), 6);
+    json_decref(l);
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+    pb_store_close(st);
+    free(path);
+}
+
+static void test_rate_limits(void)
+{
+    char *path;
+    pb_store *st = open_two_projects(&path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    const char *int_id = apply_manifest_1(st);
+    json_t *inst = json_pack("{s:s, s:s, s:s}", "id", "ins_1", "integrationId", int_id,
+                             "groupRef", "g1");
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_OK);
+    json_object_set_new(inst, "id", json_string("ins_2"));
+    json_object_set_new(inst, "groupRef", json_string("g2"));
+    CU_ASSERT_EQUAL(pb_store_installation_create(st, "p_1", inst, NULL), PB_STORE_OK);
+    json_decref(inst);
+    sqlite3 *db = raw_open(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+    uint64_t gen = pb_store_generation(st);
+
+    int64_t until = 7;
+    int attempts = 7, retryable = 7;
+    /* Nothing recorded yet: outputs untouched. */
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_1", &until, &attempts, &retryable),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(until, 7);
+    CU_ASSERT_EQUAL(attempts, 7);
+    CU_ASSERT_EQUAL(retryable, 7);
+
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "ins_1", T_FIXED, 1, 1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_1", &until, &attempts, &retryable),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(until, T_FIXED);
+    CU_ASSERT_EQUAL(attempts, 1);
+    CU_ASSERT_EQUAL(retryable, 1);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_2", &until, &attempts, &retryable),
+                    PB_STORE_NOTFOUND);
+
+    /* Upsert: the same row, new values; any non-zero retryable is 1. */
+    CU_ASSERT_EQUAL(raw_exec(db, "UPDATE rate_limits SET updated_at = 1"), SQLITE_OK);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "ins_1", T_FIXED + 60000, 4, 0), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_1", &until, &attempts, &retryable),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(until, T_FIXED + 60000);
+    CU_ASSERT_EQUAL(attempts, 4);
+    CU_ASSERT_EQUAL(retryable, 0);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM rate_limits"), 1);
+    CU_ASSERT_TRUE(raw_int(db, "SELECT updated_at FROM rate_limits") > 1600000000000LL);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "ins_1", 0, 0, 5), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_1", &until, &attempts, &retryable),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(until, 0);
+    CU_ASSERT_EQUAL(attempts, 0);
+    CU_ASSERT_EQUAL(retryable, 1);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "ins_2", 5, 2, 0), PB_STORE_OK);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM rate_limits"), 2);
+    /* Outputs are optional. */
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_2", NULL, &attempts, NULL), PB_STORE_OK);
+    CU_ASSERT_EQUAL(attempts, 2);
+
+    /* Unknown installation, bad arguments. */
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "ins_nope", 5, 1, 1), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_nope", &until, &attempts, &retryable),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, NULL, 5, 1, 1), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "", 5, 1, 1), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "ins_1", -1, 1, 1), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(st, "ins_1", 5, -1, 1), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_set(NULL, "ins_1", 5, 1, 1), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, NULL, &until, &attempts, &retryable),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(NULL, "ins_1", &until, &attempts, &retryable),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM rate_limits"), 2);
+    /* Throttle state is not cached data. */
+    CU_ASSERT_EQUAL(pb_store_generation(st), gen);
+
+    /* Survives a reopen; goes with its installation. */
+    pb_store_close(st);
+    st = open_path(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_2", &until, &attempts, &retryable),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(until, 5);
+    CU_ASSERT_EQUAL(attempts, 2);
+    CU_ASSERT_EQUAL(retryable, 0);
+    CU_ASSERT_EQUAL(pb_store_installation_delete(st, "p_1", "ins_2"), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_rate_limit_get(st, "ins_2", &until, &attempts, &retryable),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(raw_int(db, "SELECT count(*) FROM rate_limits"), 1);
+    sqlite3_close(db);
+    pb_store_close(st);
+    free(path);
+}
+
 int main(int argc, char **argv)
 {
     CU_TestInfo tests[] = {
@@ -1875,6 +2305,11 @@ int main(int argc, char **argv)
         {"installations", test_installations},
         {"generation", test_generation},
         {"control_plane_persistence", test_control_plane_persistence},
+        {"activity_append_list", test_activity_append_list},
+        {"activity_bad_element", test_activity_bad_element},
+        {"activity_bulk", test_activity_bulk},
+        {"activity_generation", test_activity_generation},
+        {"rate_limits", test_rate_limits},
         CU_TEST_INFO_NULL,
     };
     return pbt_main(argc, argv, "store", tests);

@@ -36,6 +36,8 @@ int pbt_http(const char *method, const char *url, const char *const *headers, co
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    /* Send paths exactly as written: tests probe dot-segments. */
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+. "${PB_SRCDIR:-.}/tests/lib.sh"
+finish
