@@ -1,7 +1,9 @@
 #include "app.h"
 #include "activity.h"
+#include "cache.h"
 #include "egress.h"
 #include "tokens.h"
+#include "write.h"
 #include "log.h"
 #include "secrets.h"
 #include "server.h"
@@ -48,6 +50,7 @@ int pb_app_open(const char *config_path, unsigned flags, struct pb_app **out, ch
             goto fail;
         }
         app->activity = pb_activity_start(app->store);
+        app->cache = pb_cache_new(app->store);
     }
     *out = app;
     return 0;
@@ -62,8 +65,10 @@ void pb_app_close(struct pb_app *app)
         return;
     if (app->server)
         pb_server_stop(app->server);
+    pb_writer_stop(app->writer);
     pb_activity_stop(app->activity);
     pb_tokens_free(app->tokens);
+    pb_cache_free(app->cache);
     pb_egress_free(app->egress);
     if (app->store)
         pb_store_close(app->store);

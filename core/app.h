@@ -11,6 +11,8 @@ struct pb_server;
 struct pb_egress;
 struct pb_tokens;
 struct pb_activity;
+struct pb_writer;
+struct pb_cache;
 
 struct pb_app {
     struct pb_config *cfg;
@@ -20,6 +22,8 @@ struct pb_app {
     struct pb_egress *egress;
     struct pb_tokens *tokens;
     struct pb_activity *activity;
+    struct pb_writer *writer;  /* asynchronous write workers (serve) */
+    struct pb_cache *cache;    /* hot-path lookups */
 };
 
 enum pb_app_flags {

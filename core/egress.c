@@ -183,7 +183,7 @@ void pb_egress_setup_handle(struct pb_egress *e, void *curl, struct pb_egress_po
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, e->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, e->timeout_ms < 10000 ? e->timeout_ms : 10000L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, e->timeout_ms);
     if (e->ca_blob) {
         struct curl_blob blob = {.data = e->ca_blob, .len = e->ca_blob_len,
                                  .flags = CURL_BLOB_NOCOPY};

@@ -5,6 +5,7 @@
 #include "secrets.h"
 #include "server.h"
 #include "util.h"
+#include "write.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -347,6 +348,10 @@ static int cmd_serve(const char *config)
     if (pb_server_start(app, &srv, err, sizeof err) != 0) {
         pb_app_close(app);
         return fail(EXIT_RUNTIME, "%s", err);
+    }
+    if (pb_writer_start(app, 2, &app->writer) != 0) {
+        pb_app_close(app);
+        return fail(EXIT_RUNTIME, "cannot start the write workers");
     }
     pb_log_json(PB_LOG_INFO, "listening",
                 json_pack("{s:s, s:i, s:I}", "host", app->cfg->listen_host, "port",

@@ -4,6 +4,8 @@
  * throttling and the activity log. */
 #include "activity.h"
 #include "app.h"
+#include "auth.h"
+#include "cache.h"
 #include "control.h"
 #include "egress.h"
 #include "http.h"
@@ -482,48 +484,41 @@ static int resolve_installation(struct call *c, const char *inst_id)
     struct pb_app *app = c->r->app;
     const char *pid = c->r->project_id;
     int rc;
-    json_t *inst = NULL, *integ = NULL;
     if (inst_id) {
-        rc = pb_store_installation_get(app->store, pid, inst_id, &inst);
-        if (rc != 0)
+        rc = pb_cache_installation(app->cache, pid, inst_id, &c->installation, &c->integration);
+        if (rc == PB_STORE_NOTFOUND)
             return fail(c, 404, "unknown-installation", "Unknown installation",
                         c->style == STYLE_AMP ? "x-amp-installation-id" : NULL,
                         "installation '%s' not found", inst_id), -1;
-        rc = pb_store_integration_get(app->store, pid,
-                                      json_string_value(json_object_get(inst, "integrationId")),
-                                      &integ);
-        if (rc != 0) {
-            json_decref(inst);
+        if (rc != 0)
             return fail(c, 503, "store-unavailable", "Store unavailable", NULL,
-                        "the installation's integration could not be read"), -1;
-        }
-    } else {
-        const char *name_h = c->style == STYLE_AMP ? "x-amp-integration-name" : "Provider-Config-Key";
-        const char *group_h = c->style == STYLE_AMP ? "x-amp-group-ref" : "Connection-Id";
-        const char *name = header(c, name_h), *group = header(c, group_h);
-        if (!name || !*name)
-            return fail(c, 400, "missing-header", "Missing header", name_h,
-                        c->style == STYLE_AMP
-                            ? "send x-amp-installation-id, or x-amp-integration-name with x-amp-group-ref"
-                            : "send Provider-Config-Key with the integration name"),
-                   -1;
-        if (!group || !*group)
-            return fail(c, 400, "missing-header", "Missing header", group_h, "%s is required",
-                        group_h), -1;
-        if (pb_store_integration_get(app->store, pid, name, &integ) != 0)
-            return fail(c, 404, "unknown-integration", "Unknown integration", name_h,
-                        "integration '%s' not found", name), -1;
-        rc = pb_store_installation_find(app->store, pid,
-                                        json_string_value(json_object_get(integ, "id")), group,
-                                        &inst);
-        if (rc != 0) {
-            json_decref(integ);
-            return fail(c, 404, "unknown-connection", "Unknown installation", group_h,
-                        "no installation of '%s' for group '%s'", name, group), -1;
-        }
+                        "the installation could not be read"), -1;
+        return 0;
     }
-    c->installation = inst;
-    c->integration = integ;
+    const char *name_h = c->style == STYLE_AMP ? "x-amp-integration-name" : "Provider-Config-Key";
+    const char *group_h = c->style == STYLE_AMP ? "x-amp-group-ref" : "Connection-Id";
+    const char *name = header(c, name_h), *group = header(c, group_h);
+    if (!name || !*name)
+        return fail(c, 400, "missing-header", "Missing header", name_h,
+                    c->style == STYLE_AMP
+                        ? "send x-amp-installation-id, or x-amp-integration-name with x-amp-group-ref"
+                        : "send Provider-Config-Key with the integration name"),
+               -1;
+    if (!group || !*group)
+        return fail(c, 400, "missing-header", "Missing header", group_h, "%s is required",
+                    group_h), -1;
+    int missing = 0;
+    rc = pb_cache_installation_by_group(app->cache, pid, name, group, &c->installation,
+                                        &c->integration, &missing);
+    if (rc == PB_STORE_NOTFOUND && missing == 1)
+        return fail(c, 404, "unknown-integration", "Unknown integration", name_h,
+                    "integration '%s' not found", name), -1;
+    if (rc == PB_STORE_NOTFOUND)
+        return fail(c, 404, "unknown-connection", "Unknown installation", group_h,
+                    "no installation of '%s' for group '%s'", name, group), -1;
+    if (rc != 0)
+        return fail(c, 503, "store-unavailable", "Store unavailable", NULL,
+                    "the installation could not be read"), -1;
     return 0;
 }
 
@@ -537,7 +532,7 @@ static int prepare(struct call *c, const char *inst_id, const char *target)
         return fail(c, 401, "unauthenticated", "Unauthenticated",
                     c->style == STYLE_AMP ? "x-api-key" : "Authorization",
                     "send an API key (%s)", c->style == STYLE_AMP ? "x-api-key" : "Authorization: Bearer"), -1;
-    if (pb_ctl_authenticate(app, key, r->project_id, sizeof r->project_id) != 0) {
+    if (pb_cache_key_project(app->cache, key, r->project_id, sizeof r->project_id) != 0) {
         r->project_id[0] = '\0';
         return fail(c, 401, "unauthenticated", "Unauthenticated",
                     c->style == STYLE_AMP ? "x-api-key" : "Authorization",
@@ -552,10 +547,11 @@ static int prepare(struct call *c, const char *inst_id, const char *target)
         if (!proj || !*proj)
             return fail(c, 400, "missing-header", "Missing header", "x-amp-project-id",
                         "x-amp-project-id is required"), -1;
-        struct pb_problem p = {0};
         json_t *pj = NULL;
-        if (pb_ctl_project_resolve(app, proj, r->project_id, &pj, &p) != 0) {
-            pb_problem_free(&p);
+        /* Another project's id answers as if it did not exist. */
+        if (pb_cache_project(app->cache, proj, &pj) != 0 ||
+            strcmp(json_string_value(json_object_get(pj, "id")), r->project_id) != 0) {
+            json_decref(pj);
             return fail(c, 404, "not-found", "Not found", "x-amp-project-id",
                         "project '%s' not found", proj), -1;
         }
@@ -880,22 +876,9 @@ static int finish(struct pb_request *r)
 /* GET /v1/projects/{project}/activity?installationId=&limit= */
 static int activity_list(struct pb_request *r)
 {
-    const char *key = pb_req_get_header(r, "x-api-key");
-    const char *auth = pb_req_get_header(r, "Authorization");
-    if ((!key || !*key) && auth && strncasecmp(auth, "Bearer ", 7) == 0)
-        key = auth + 7;
-    if (!key || pb_ctl_authenticate(r->app, key, r->project_id, sizeof r->project_id) != 0)
-        return pb_reply_problem(r, 401, "unauthenticated", "Unauthenticated",
-                                "send a valid API key in x-api-key or Authorization: Bearer", 0,
-                                json_pack("[o]", pb_issue("header", "x-api-key", "missing or invalid")));
-    struct pb_problem p = {0};
-    json_t *proj = NULL;
-    if (pb_ctl_project_resolve(r->app, pb_req_param(r, "project"), r->project_id, &proj, &p) != 0) {
-        int rc = pb_reply_problem(r, p.status, p.slug, p.title, p.detail, 0, NULL);
-        pb_problem_free(&p);
+    int rc;
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
-    }
-    json_decref(proj);
     int limit = 100;
     const char *ls = pb_req_query(r, "limit");
     if (ls) {

@@ -2,101 +2,20 @@
  * integrations, connections, OAuth connect, installations. Handlers parse
  * and authenticate; the logic lives in control.c. */
 #include "app.h"
+#include "auth.h"
 #include "control.h"
 #include "routes.h"
 #include "store.h"
-#include <ctype.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A query value, decoded: the server hands query values over still
- * escaped (server.c keeps the raw URL for the proxy), and OAuth codes and
- * states routinely carry %-escapes ("%3D%3D"). '+' is a space, as in forms.
- * malloc'd, NULL when absent. */
-static char *query_value(struct pb_request *r, const char *name)
-{
-    const char *v = pb_req_query(r, name);
-    if (!v)
-        return NULL;
-    size_t n = strlen(v);
-    char *out = pb_xmalloc(n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] == '+') {
-            *o++ = ' ';
-        } else if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) &&
-                   isxdigit((unsigned char)v[i + 2])) {
-            char hex[3] = {v[i + 1], v[i + 2], '\0'};
-            *o++ = (char)strtol(hex, NULL, 16);
-            i += 2;
-        } else {
-            *o++ = v[i];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
-static int reply_problem(struct pb_request *r, struct pb_problem *p)
-{
-    int rc = pb_reply_problem(r, p->status, p->slug, p->title, p->detail, p->retryable,
-                              p->issues ? json_incref(p->issues) : NULL);
-    pb_problem_free(p);
-    return rc;
-}
-
-/* The caller's API key from x-api-key or Authorization: Bearer. */
-static const char *api_key_of(struct pb_request *r)
-{
-    const char *k = pb_req_get_header(r, "x-api-key");
-    if (k && *k)
-        return k;
-    const char *auth = pb_req_get_header(r, "Authorization");
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0 && auth[7])
-        return auth + 7;
-    return NULL;
-}
-
-/* Authenticates the key into r->project_id; 0, or replies 401. */
-static int authenticate(struct pb_request *r, int *rc)
-{
-    const char *key = api_key_of(r);
-    if (!key) {
-        *rc = pb_reply_problem(r, 401, "unauthenticated", "Unauthenticated",
-                               "send an API key in x-api-key or Authorization: Bearer", 0,
-                               json_pack("[o]", pb_issue("header", "x-api-key", "missing")));
-        return -1;
-    }
-    if (pb_ctl_authenticate(r->app, key, r->project_id, sizeof r->project_id) != 0) {
-        *rc = pb_reply_problem(r, 401, "unauthenticated", "Unauthenticated",
-                               "the API key is not valid", 0,
-                               json_pack("[o]", pb_issue("header", "x-api-key", "not a valid key")));
-        return -1;
-    }
-    return 0;
-}
-
-/* Authenticates and checks that {project} is the key's project. */
-static int project_route(struct pb_request *r, int *rc)
-{
-    if (authenticate(r, rc) != 0)
-        return -1;
-    struct pb_problem p = {0};
-    json_t *proj = NULL;
-    if (pb_ctl_project_resolve(r->app, pb_req_param(r, "project"), r->project_id, &proj, &p) != 0) {
-        *rc = reply_problem(r, &p);
-        return -1;
-    }
-    json_decref(proj);
-    return 0;
-}
-
 static int reply_result(struct pb_request *r, int ok, unsigned status, json_t *out,
                         struct pb_problem *p)
 {
     if (ok != 0)
-        return reply_problem(r, p);
+        return pb_reply_from_problem(r, p);
     return pb_reply_json(r, status, out);
 }
 
@@ -110,25 +29,35 @@ static int reply_empty(struct pb_request *r)
 static int projects_list(struct pb_request *r)
 {
     int rc;
-    if (authenticate(r, &rc) != 0)
+    if (pb_auth_key(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *proj = NULL;
     if (pb_ctl_project_resolve(r->app, r->project_id, r->project_id, &proj, &p) != 0)
-        return reply_problem(r, &p);
+        return pb_reply_from_problem(r, &p);
     return pb_reply_json(r, 200, json_pack("[o]", proj));
 }
 
 static int projects_create(struct pb_request *r)
 {
     int rc;
-    if (authenticate(r, &rc) != 0)
+    if (pb_auth_key(r, &rc) != 0)
         return rc;
     json_t *body = pb_req_json_body(r, &rc);
     if (!body)
         return rc;
     struct pb_problem p = {0};
     json_t *out = NULL;
+    const char *k;
+    json_t *v;
+    /* Like every other body: a field we do not know is named, not ignored. */
+    json_object_foreach(body, k, v) {
+        if (strcmp(k, "name") != 0) {
+            pb_problem_invalid(&p, "body", k, "is not a known field");
+            json_decref(body);
+            return pb_reply_from_problem(r, &p);
+        }
+    }
     json_t *name = json_object_get(body, "name");
     int ok = pb_ctl_project_create(r->app, json_is_string(name) ? json_string_value(name) : NULL,
                                    &out, &p);
@@ -139,7 +68,7 @@ static int projects_create(struct pb_request *r)
 static int project_get(struct pb_request *r)
 {
     int rc;
-    if (authenticate(r, &rc) != 0)
+    if (pb_auth_key(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *proj = NULL;
@@ -150,7 +79,7 @@ static int project_get(struct pb_request *r)
 static int api_key_create(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *out = NULL;
@@ -163,7 +92,7 @@ static int api_key_create(struct pb_request *r)
 static int manifest_put(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *out = NULL;
@@ -175,7 +104,7 @@ static int manifest_put(struct pb_request *r)
 static int integrations_list(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     json_t *out = NULL;
     if (pb_store_integration_list(r->app->store, r->project_id, &out) != 0)
@@ -187,7 +116,7 @@ static int integrations_list(struct pb_request *r)
 static int integration_get(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *out = NULL;
@@ -200,7 +129,7 @@ static int integration_get(struct pb_request *r)
 static int connection_generate(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     json_t *body = pb_req_json_body(r, &rc);
     if (!body)
@@ -215,12 +144,11 @@ static int connection_generate(struct pb_request *r)
 static int connections_list(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     json_t *out = NULL;
-    char *group = query_value(r, "groupRef");
+    const char *group = pb_req_query(r, "groupRef");
     int s = pb_store_connection_list(r->app->store, r->project_id, group, &out);
-    free(group);
     if (s != 0)
         return pb_reply_problem(r, 503, "store-unavailable", "Store unavailable",
                                 "the store failed; try again", 1, NULL);
@@ -237,7 +165,7 @@ static int not_found(struct pb_request *r, const char *what, const char *id)
 static int connection_get(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     json_t *out = NULL;
     const char *id = pb_req_param(r, "connection");
@@ -253,7 +181,7 @@ static int connection_get(struct pb_request *r)
 static int connection_delete(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     const char *id = pb_req_param(r, "connection");
     int s = pb_store_connection_delete(r->app->store, r->project_id, id);
@@ -275,7 +203,7 @@ static int connection_delete(struct pb_request *r)
 static int oauth_connect(struct pb_request *r)
 {
     int rc;
-    if (authenticate(r, &rc) != 0)
+    if (pb_auth_key(r, &rc) != 0)
         return rc;
     json_t *body = pb_req_json_body(r, &rc);
     if (!body)
@@ -288,18 +216,18 @@ static int oauth_connect(struct pb_request *r)
         pb_problem_invalid(&p, "body", "projectIdOrName", "%s",
                            !pid || json_is_null(pid) ? "is required" : "must be a non-empty string");
         json_decref(body);
-        return reply_problem(r, &p);
+        return pb_reply_from_problem(r, &p);
     }
     if (pb_ctl_project_resolve(r->app, json_string_value(pid), r->project_id, &proj, &p) != 0) {
         json_decref(body);
-        return reply_problem(r, &p);
+        return pb_reply_from_problem(r, &p);
     }
     json_decref(proj);
     char *url = NULL;
     int ok = pb_ctl_oauth_connect(r->app, r->project_id, body, &url, &p);
     json_decref(body);
     if (ok != 0)
-        return reply_problem(r, &p);
+        return pb_reply_from_problem(r, &p);
     rc = pb_reply_text(r, 200, "text/plain; charset=utf-8", url);
     free(url);
     return rc;
@@ -323,17 +251,13 @@ static int oauth_callback(struct pb_request *r)
 {
     struct pb_problem p = {0};
     json_t *conn = NULL;
-    char *perr = query_value(r, "error"), *pdesc = query_value(r, "error_description");
-    char *code = query_value(r, "code"), *state = query_value(r, "state");
+    const char *perr = pb_req_query(r, "error"), *pdesc = pb_req_query(r, "error_description");
+    const char *code = pb_req_query(r, "code"), *state = pb_req_query(r, "state");
     char errtext[300] = "";
     if (perr)
         snprintf(errtext, sizeof errtext, "%.100s%s%.180s", perr, pdesc ? ": " : "",
                  pdesc ? pdesc : "");
     int ok = pb_ctl_oauth_callback(r->app, code, state, errtext[0] ? errtext : NULL, &conn, &p);
-    free(perr);
-    free(pdesc);
-    free(code);
-    free(state);
     struct pb_buf b = {0};
     pb_buf_appends(&b, "<!doctype html><html><head><meta charset=\"utf-8\"><title>");
     pb_buf_appends(&b, ok == 0 ? "Connected" : "Connection failed");
@@ -365,7 +289,7 @@ static int oauth_callback(struct pb_request *r)
 static int installation_create(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     json_t *body = pb_req_json_body(r, &rc);
     if (!body)
@@ -381,17 +305,16 @@ static int installation_create(struct pb_request *r)
 static int installations_list(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *integ = NULL, *out = NULL;
     if (pb_ctl_integration_get(r->app, r->project_id, pb_req_param(r, "integration"), &integ, &p) != 0)
-        return reply_problem(r, &p);
-    char *group = query_value(r, "groupRef");
+        return pb_reply_from_problem(r, &p);
+    const char *group = pb_req_query(r, "groupRef");
     int s = pb_store_installation_list(r->app->store, r->project_id,
                                        json_string_value(json_object_get(integ, "id")), group,
                                        &out);
-    free(group);
     json_decref(integ);
     if (s != 0)
         return pb_reply_problem(r, 503, "store-unavailable", "Store unavailable",
@@ -402,7 +325,7 @@ static int installations_list(struct pb_request *r)
 static int installation_get(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *out = NULL;
@@ -414,7 +337,7 @@ static int installation_get(struct pb_request *r)
 static int installation_patch(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     json_t *body = pb_req_json_body(r, &rc);
     if (!body)
@@ -430,13 +353,13 @@ static int installation_patch(struct pb_request *r)
 static int installation_delete(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     struct pb_problem p = {0};
     json_t *inst = NULL;
     if (pb_ctl_installation_get(r->app, r->project_id, pb_req_param(r, "integration"),
                                 pb_req_param(r, "installation"), NULL, &inst, &p) != 0)
-        return reply_problem(r, &p);
+        return pb_reply_from_problem(r, &p);
     int s = pb_store_installation_delete(r->app->store, r->project_id,
                                          json_string_value(json_object_get(inst, "id")));
     json_decref(inst);
@@ -449,7 +372,7 @@ static int installation_delete(struct pb_request *r)
 static int config_content_patch(struct pb_request *r)
 {
     int rc;
-    if (project_route(r, &rc) != 0)
+    if (pb_auth_project(r, &rc) != 0)
         return rc;
     json_t *body = pb_req_json_body(r, &rc);
     if (!body)

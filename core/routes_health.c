@@ -30,4 +30,4 @@ const struct pb_route pb_routes_health[] = {
 };
 
 const struct pb_route *const pb_route_tables[] = {pb_routes_health, pb_routes_control,
-                                                     pb_routes_proxy, NULL};
+                                                     pb_routes_proxy, pb_routes_write, NULL};

@@ -117,7 +117,30 @@ const char *pb_req_get_header(const struct pb_request *r, const char *name)
 
 const char *pb_req_query(const struct pb_request *r, const char *name)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    /* Arguments arrive still escaped (see keep_escaped); decode once and
+     * keep the copy with the request. */
+    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    if (!raw)
+        return NULL;
+    struct pb_request *rw = (struct pb_request *)r;
+    char *plus = pb_xstrdup(raw);
+    for (char *p = plus; *p; p++)
+        if (*p == '+')
+            *p = ' ';
+    int len = 0;
+    char *dec = curl_easy_unescape(NULL, plus, 0, &len);
+    free(plus);
+    if (!dec)
+        return NULL;
+    if ((size_t)len != strlen(dec)) {
+        /* An encoded NUL: refuse the value rather than truncate it. */
+        curl_free(dec);
+        return NULL;
+    }
+    rw->decoded = pb_xrealloc(rw->decoded, (rw->n_decoded + 1) * sizeof *rw->decoded);
+    rw->decoded[rw->n_decoded++] = pb_xstrdup(dec);
+    curl_free(dec);
+    return rw->decoded[rw->n_decoded - 1];
 }
 
 json_t *pb_req_json_body(struct pb_request *r, int *rc)
@@ -125,7 +148,7 @@ json_t *pb_req_json_body(struct pb_request *r, int *rc)
     if (!r->body.len) {
         *rc = pb_reply_problem(r, 400, "invalid-request", "Invalid request",
                                "the request body must be a JSON object", 0,
-                               json_pack("[o]", pb_issue("body", "", "missing body")));
+                               json_pack("[o]", pb_issue("body", "body", "missing body")));
         return NULL;
     }
     json_error_t e;
@@ -135,14 +158,14 @@ json_t *pb_req_json_body(struct pb_request *r, int *rc)
         snprintf(detail, sizeof detail, "malformed JSON at line %d column %d: %s", e.line,
                  e.column, e.text);
         *rc = pb_reply_problem(r, 400, "invalid-json", "Malformed JSON", detail, 0,
-                               json_pack("[o]", pb_issue("body", "", detail)));
+                               json_pack("[o]", pb_issue("body", "body", detail)));
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
         *rc = pb_reply_problem(r, 400, "invalid-request", "Invalid request",
                                "the request body must be a JSON object", 0,
-                               json_pack("[o]", pb_issue("body", "", "not an object")));
+                               json_pack("[o]", pb_issue("body", "body", "not an object")));
         return NULL;
     }
     return j;
@@ -374,6 +397,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     free(r->extra);
     free(r->raw_uri);
+    for (size_t i = 0; i < r->n_decoded; i++)
+        free(r->decoded[i]);
+    free(r->decoded);
     clear_params(r);
     pb_buf_free(&r->body);
     free(r);
@@ -453,6 +479,13 @@ int pb_server_start(struct pb_app *app, struct pb_server **out, char *err, size_
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : cfg->listen_port;
+    /* A default public URL made from "port 0" names the port bound. */
+    char zero[300];
+    snprintf(zero, sizeof zero, "http://%s:0", cfg->listen_host);
+    if (cfg->listen_port == 0 && app->cfg->public_url && strcmp(app->cfg->public_url, zero) == 0) {
+        free(app->cfg->public_url);
+        app->cfg->public_url = pb_xasprintf("http://%s:%d", cfg->listen_host, s->port);
+    }
     app->server = s;
     *out = s;
     return 0;

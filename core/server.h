@@ -33,6 +33,8 @@ struct pb_request {
     int upload_stopped;           /* on_upload asked to drop the rest */
     int started;
     char *raw_uri;                /* the request target as sent, with its query */
+    char **decoded;               /* query values handed out by pb_req_query */
+    size_t n_decoded;
     struct pb_header *extra;      /* headers for the next reply */
     size_t n_extra;
 };
@@ -74,6 +76,7 @@ int pb_server_in_flight(const struct pb_server *s);
 /* ---- for route handlers -------------------------------------------------- */
 const char *pb_req_param(const struct pb_request *r, const char *name);
 const char *pb_req_get_header(const struct pb_request *r, const char *name);
+/* A query argument, percent-decoded ('+' as space); NULL when absent. */
 const char *pb_req_query(const struct pb_request *r, const char *name);
 /* Parses the buffered body as a JSON object; on failure answers a 400
  * problem itself and returns NULL with *rc set to the handler's return. */

@@ -144,4 +144,56 @@ int pb_store_rate_limit_set(pb_store *st, const char *installation_id,
 /* PB_STORE_NOTFOUND when no state was recorded. */
 int pb_store_rate_limit_get(pb_store *st, const char *installation_id,
                             int64_t *blocked_until_ms, int *attempts, int *retryable);
+/* ---- Write API: operations and the auto-batch queue -----------------------
+ * An operation is one write (or one batch). Synchronous writes are recorded
+ * finished; asynchronous ones are durable work: in_progress with a
+ * next_attempt_at, claimed by a worker, retried, finished. */
+
+/* op: {"id","integrationId","installationId","status","result"?,
+ * "metadata"?:{...},"request"?:{...},"nextAttemptAt"?:ms,"deadlineAt"?:ms}.
+ * *out (may be NULL) gets the API shape. */
+int pb_store_operation_create(pb_store *st, const char *project_id, const json_t *op,
+                              json_t **out);
+/* API shape: {"id","projectId","integrationId","installationId",
+ * "actionType":"write","status","result"?,"metadata":{...,"retry":
+ * {"attempts","lastAttempt"?}},"createTime","updateTime"}. */
+int pb_store_operation_get(pb_store *st, const char *project_id, const char *id, json_t **out);
+/* Newest first, page_size 1..100; page_token is what a previous page gave
+ * as "nextPageToken" (opaque) or NULL. *out: {"operations":[...],
+ * "nextPageToken"?}. A malformed token is PB_STORE_NOTFOUND. */
+int pb_store_operation_list(pb_store *st, const char *project_id, const char *installation_id,
+                            int page_size, const char *page_token, json_t **out);
+/* Claims up to max due operations (in_progress, next_attempt_at <= now,
+ * unclaimed or claim expired) for `owner` until claim_until_ms; an
+ * auto-batch operation's queued writes move from 'open' to 'sending' in
+ * the same transaction, so no later write joins it. *out: array of
+ * {"id","projectId","integrationId","installationId","request":{...},
+ * "attempts","deadlineAt"}. */
+int pb_store_operation_claim(pb_store *st, const char *owner, int64_t now_ms,
+                             int64_t claim_until_ms, int max, json_t **out);
+/* Ends an operation: status "success" or "failure", result text, metadata
+ * keys merged (successfulRecordIds, objects, errors...), attempts and the
+ * last attempt time; claim and next attempt cleared. */
+int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
+                              const char *result, const json_t *metadata, int attempts,
+                              int64_t now_ms);
+/* Releases the claim and schedules another attempt. */
+int pb_store_operation_retry(pb_store *st, const char *id, int attempts,
+                             int64_t next_attempt_ms, const char *last_error, int64_t now_ms);
+
+/* Adds one asynchronous single-record write to the open bucket for
+ * bucket_key (installation, object, type), in one transaction: when no
+ * bucket is open (or the open one holds 100), a new operation is created
+ * with id new_op_id, request {"kind":"autobatch","object","type"},
+ * next_attempt_at = flush_at_ms and deadline_at = deadline_ms; the 100th
+ * write makes its operation due now. op_id_out gets the operation the
+ * write joined. */
+int pb_store_queue_add(pb_store *st, const char *project_id, const char *integration_id,
+                       const char *installation_id, const char *object, const char *write_type,
+                       const json_t *record, const char *bucket_key, const char *new_op_id,
+                       int64_t now_ms, int64_t flush_at_ms, int64_t deadline_ms,
+                       char *op_id_out, size_t len);
+/* The queued writes of an operation in arrival order: [{"id": int,
+ * "record": {...}}]. */
+int pb_store_queue_items(pb_store *st, const char *operation_id, json_t **out);
 #endif

@@ -2242,3 +2242,746 @@ int pb_store_rate_limit_get(pb_store *st, const char *installation_id,
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
+
+/* ---- Write API: operations and the auto-batch queue -------------------------
+ *
+ * Claiming is one short write transaction: select the due ids (in_progress,
+ * next_attempt_at <= now, claim absent or expired) in next_attempt_at order,
+ * then mark each one claimed. A claim also moves next_attempt_at to
+ * claimed_until, so an abandoned claim comes due again by itself. On
+ * PostgreSQL the same select takes FOR UPDATE SKIP LOCKED; here BEGIN
+ * IMMEDIATE serializes claimers, threads and processes alike.
+ *
+ * An auto-batch bucket is an in_progress, unclaimed operation with 'open'
+ * write_queue rows for a bucket_key. Its next_attempt_at is the flush time
+ * (now once the 100th write joins), so the ordinary claim sends it.
+ * Claiming turns its rows 'sending', so no later write joins a batch being
+ * sent (a retried batch stays closed too); finishing turns them 'done'.
+ *
+ * Finish and retry act only on an in_progress operation (otherwise
+ * PB_STORE_CONFLICT), so a worker whose claim expired cannot overwrite
+ * another worker's outcome. Operations are not cached data: no generation
+ * bump. */
+
+#define OPERATION_COLS                                                                         \
+    "id, project_id, integration_id, installation_id, action_type, status, result, metadata,"  \
+    " attempts, last_attempt_at, created_at, updated_at"
+
+#define QUEUE_BUCKET_MAX 100
+/* A page token carries at most this many bytes ("ms:id"). */
+#define PAGE_TOKEN_MAX 256
+
+/* The API shape; metadata.retry is built from the attempt columns. */
+static json_t *operation_row(sqlite3_stmt *s)
+{
+    json_t *o = json_object();
+    json_t *md = col_json(s, 7);
+    int bad = !o;
+    if (!json_is_object(md)) {
+        json_decref(md);
+        md = json_object();
+    }
+    json_t *retry = json_object();
+    put(retry, "attempts", json_integer(sqlite3_column_int64(s, 8)), &bad);
+    if (sqlite3_column_type(s, 9) != SQLITE_NULL)
+        put_time(retry, "lastAttempt", s, 9, &bad);
+    put(md, "retry", retry, &bad);
+    put_str(o, "id", s, 0, &bad);
+    put_str(o, "projectId", s, 1, &bad);
+    put_str(o, "integrationId", s, 2, &bad);
+    put_str(o, "installationId", s, 3, &bad);
+    put_str(o, "actionType", s, 4, &bad);
+    put_str(o, "status", s, 5, &bad);
+    put_opt_str(o, "result", s, 6, &bad);
+    put(o, "metadata", md, &bad);
+    put_time(o, "createTime", s, 10, &bad);
+    put_time(o, "updateTime", s, 11, &bad);
+    return finish(o, bad);
+}
+
+static int get_operation(pb_store *st, const char *project_id, const char *id, json_t **out)
+{
+    return fetch_one(st,
+                     "SELECT " OPERATION_COLS " FROM operations WHERE project_id = ?1 AND id = ?2",
+                     operation_row, out, "get operation", 2, project_id, id);
+}
+
+static int bind_ms_or_null(sqlite3_stmt *s, int i, int64_t v)
+{
+    return v >= 0 ? sqlite3_bind_int64(s, i, v) : sqlite3_bind_null(s, i);
+}
+
+/* The installation exists in the project and belongs to the integration
+ * (the foreign keys check each alone). */
+static int installation_of(pb_store *st, const char *project_id, const char *integration_id,
+                           const char *installation_id, const char *what)
+{
+    return exists(st,
+                  "SELECT 1 FROM installations WHERE project_id = ?1 AND id = ?2"
+                  " AND integration_id = ?3",
+                  what, 3, project_id, installation_id, integration_id);
+}
+
+struct op_insert {
+    const char *id, *project_id, *integration_id, *installation_id, *status, *result;
+    const char *metadata, *request; /* JSON text; request may be NULL */
+    int64_t next_attempt_at, deadline_at; /* -1: NULL */
+    int64_t now;
+};
+
+static int insert_operation(pb_store *st, const struct op_insert *op, const char *what)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT INTO operations(id, project_id, integration_id, installation_id,"
+                     " status, result, metadata, request, next_attempt_at, deadline_at,"
+                     " created_at, updated_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                     &s, what);
+    if (rc != PB_STORE_OK)
+        return rc;
+    if (bind_text(s, 1, op->id) | bind_text(s, 2, op->project_id) |
+        bind_text(s, 3, op->integration_id) | bind_text(s, 4, op->installation_id) |
+        bind_text(s, 5, op->status) | bind_text(s, 6, op->result) |
+        bind_text(s, 7, op->metadata) | bind_text(s, 8, op->request) |
+        bind_ms_or_null(s, 9, op->next_attempt_at) | bind_ms_or_null(s, 10, op->deadline_at) |
+        sqlite3_bind_int64(s, 11, op->now))
+        rc = db_fail(st, what);
+    else
+        rc = step_rc(st, sqlite3_step(s), what);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int valid_status(const char *status)
+{
+    return strcmp(status, "in_progress") == 0 || strcmp(status, "success") == 0 ||
+           strcmp(status, "failure") == 0;
+}
+
+int pb_store_operation_create(pb_store *st, const char *project_id, const json_t *op,
+                              json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !json_is_object(op))
+        return PB_STORE_ERR;
+    int bad = 0;
+    struct op_insert ins = {
+        .id = req_str(op, "id"),
+        .project_id = project_id,
+        .integration_id = req_str(op, "integrationId"),
+        .installation_id = req_str(op, "installationId"),
+        .status = opt_str(op, "status", &bad),
+        .result = opt_str(op, "result", &bad),
+    };
+    json_t *md = opt_obj(op, "metadata", &bad);
+    json_t *req = opt_obj(op, "request", &bad);
+    act_int(op, "nextAttemptAt", 1, 0, INT64_MAX, &ins.next_attempt_at, &bad);
+    act_int(op, "deadlineAt", 1, 0, INT64_MAX, &ins.deadline_at, &bad);
+    if (!ins.status)
+        ins.status = "in_progress";
+    /* A finished operation has nothing left to attempt. */
+    if (bad || !ins.id || !ins.integration_id || !ins.installation_id ||
+        !valid_status(ins.status) ||
+        (strcmp(ins.status, "in_progress") != 0 && ins.next_attempt_at >= 0))
+        return PB_STORE_ERR;
+    char *md_text = md ? dump_json(md) : strdup("{}");
+    char *req_text = req ? dump_json(req) : NULL;
+    if (!md_text || (req && !req_text)) {
+        free(md_text);
+        free(req_text);
+        return PB_STORE_ERR;
+    }
+    ins.metadata = md_text;
+    ins.request = req_text;
+    ins.now = now_ms();
+
+    const char *what = "create operation";
+    json_t *o = NULL;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = installation_of(st, project_id, ins.integration_id, ins.installation_id, what);
+    if (rc == PB_STORE_OK)
+        rc = insert_operation(st, &ins, what);
+    if (rc == PB_STORE_OK && out)
+        rc = get_operation(st, project_id, ins.id, &o);
+    rc = tx_end(st, rc, 0);
+    pthread_mutex_unlock(&st->mu);
+    free(md_text);
+    free(req_text);
+    if (rc == PB_STORE_OK && out)
+        *out = o;
+    else
+        json_decref(o);
+    return rc;
+}
+
+int pb_store_operation_get(pb_store *st, const char *project_id, const char *id, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !id || !out)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    int rc = get_operation(st, project_id, id, out);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Page tokens: lowercase hex of "<created_at ms>:<id>" of the last
+ * operation shown. Opaque to clients, and keyset paging stays exact while
+ * new operations arrive. */
+static char *page_token_encode(int64_t created_ms, const char *id)
+{
+    char raw[PAGE_TOKEN_MAX + 1];
+    int n = snprintf(raw, sizeof raw, "%lld:%s", (long long)created_ms, id);
+    if (n < 0 || n > PAGE_TOKEN_MAX)
+        return NULL;
+    char *tok = malloc((size_t)n * 2 + 1);
+    if (!tok)
+        return NULL;
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < n; i++) {
+        tok[2 * i] = hex[(unsigned char)raw[i] >> 4];
+        tok[2 * i + 1] = hex[(unsigned char)raw[i] & 15];
+    }
+    tok[2 * n] = '\0';
+    return tok;
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* 0 and the position, or -1 when the token is not one we made. */
+static int page_token_decode(const char *tok, int64_t *created_ms, char id[PAGE_TOKEN_MAX + 1])
+{
+    size_t len = strlen(tok);
+    if (len == 0 || len % 2 != 0 || len / 2 > PAGE_TOKEN_MAX)
+        return -1;
+    char raw[PAGE_TOKEN_MAX + 1];
+    size_t n = len / 2;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hex_val(tok[2 * i]), lo = hex_val(tok[2 * i + 1]);
+        if (hi < 0 || lo < 0 || (hi | lo) == 0)
+            return -1; /* not hex, or a NUL byte */
+        raw[i] = (char)(hi << 4 | lo);
+    }
+    raw[n] = '\0';
+    char *colon = strchr(raw, ':');
+    if (!colon || colon == raw || colon - raw > 18 || colon[1] == '\0')
+        return -1;
+    int64_t ms = 0;
+    for (const char *p = raw; p < colon; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        ms = ms * 10 + (*p - '0');
+    }
+    *created_ms = ms;
+    memcpy(id, colon + 1, strlen(colon + 1) + 1);
+    return 0;
+}
+
+int pb_store_operation_list(pb_store *st, const char *project_id, const char *installation_id,
+                            int page_size, const char *page_token, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !project_id || !installation_id || !out)
+        return PB_STORE_ERR;
+    if (page_size < 1)
+        page_size = 1;
+    if (page_size > 100)
+        page_size = 100;
+    int64_t after_ms = 0;
+    char after_id[PAGE_TOKEN_MAX + 1];
+    int after = page_token && *page_token;
+    if (after && page_token_decode(page_token, &after_ms, after_id) != 0)
+        return PB_STORE_NOTFOUND;
+
+    json_t *ops = json_array();
+    json_t *res = json_object();
+    if (!ops || !res || json_object_set(res, "operations", ops) != 0) {
+        json_decref(ops);
+        json_decref(res);
+        return PB_STORE_ERR;
+    }
+    const char *what = "list operations";
+    char *next = NULL;
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    /* One row more than the page tells whether another page exists; the
+     * row-value bound walks operations_installation. */
+    int rc = after ? prep_bind(st,
+                               "SELECT " OPERATION_COLS " FROM operations WHERE project_id = ?1"
+                               " AND installation_id = ?2 AND (created_at, id) < (?4, ?3)"
+                               " ORDER BY created_at DESC, id DESC LIMIT ?5",
+                               &s, what, 3, project_id, installation_id, after_id)
+                   : prep_bind(st,
+                               "SELECT " OPERATION_COLS " FROM operations WHERE project_id = ?1"
+                               " AND installation_id = ?2"
+                               " ORDER BY created_at DESC, id DESC LIMIT ?5",
+                               &s, what, 2, project_id, installation_id);
+    if (rc == PB_STORE_OK) {
+        if ((after && sqlite3_bind_int64(s, 4, after_ms) != SQLITE_OK) ||
+            sqlite3_bind_int(s, 5, page_size + 1) != SQLITE_OK) {
+            rc = db_fail(st, what);
+        } else {
+            int r = SQLITE_DONE, n = 0;
+            int64_t last_ms = 0;
+            char *last_id = NULL;
+            while (rc == PB_STORE_OK && (r = sqlite3_step(s)) == SQLITE_ROW) {
+                if (n == page_size) {
+                    if (!(next = page_token_encode(last_ms, last_id)))
+                        rc = PB_STORE_ERR;
+                    break;
+                }
+                free(last_id);
+                last_ms = sqlite3_column_int64(s, 10);
+                last_id = strdup(col_text(s, 0));
+                if (!last_id || json_array_append_new(ops, operation_row(s)) != 0)
+                    rc = PB_STORE_ERR;
+                n++;
+            }
+            if (rc == PB_STORE_OK && !next && r != SQLITE_DONE)
+                rc = db_fail(st, what);
+            free(last_id);
+        }
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (rc == PB_STORE_OK && next && json_object_set_new(res, "nextPageToken", json_string(next)))
+        rc = PB_STORE_ERR;
+    free(next);
+    json_decref(ops);
+    if (rc == PB_STORE_OK)
+        *out = res;
+    else
+        json_decref(res);
+    return rc;
+}
+
+static json_t *claim_row(sqlite3_stmt *s)
+{
+    json_t *o = json_object();
+    int bad = !o;
+    put_str(o, "id", s, 0, &bad);
+    put_str(o, "projectId", s, 1, &bad);
+    put_str(o, "integrationId", s, 2, &bad);
+    put_str(o, "installationId", s, 3, &bad);
+    if (sqlite3_column_type(s, 4) != SQLITE_NULL)
+        put(o, "request", col_json(s, 4), &bad);
+    else
+        put(o, "request", json_null(), &bad);
+    put(o, "attempts", json_integer(sqlite3_column_int64(s, 5)), &bad);
+    if (sqlite3_column_type(s, 6) != SQLITE_NULL)
+        put(o, "deadlineAt", json_integer(sqlite3_column_int64(s, 6)), &bad);
+    else
+        put(o, "deadlineAt", json_null(), &bad);
+    return finish(o, bad);
+}
+
+/* Marks the claimed operations (the ids in arr) for owner. */
+static int mark_claimed(pb_store *st, const json_t *arr, const char *owner, int64_t until)
+{
+    const char *what = "claim operations";
+    sqlite3_stmt *op = NULL, *q = NULL;
+    int rc = prepare(st,
+                     "UPDATE operations SET claimed_by = ?2, claimed_until = ?3,"
+                     " next_attempt_at = ?3 WHERE id = ?1",
+                     &op, what);
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "UPDATE write_queue SET state = 'sending'"
+                     " WHERE operation_id = ?1 AND state = 'open'",
+                     &q, what);
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        if (rc != PB_STORE_OK)
+            break;
+        const char *id = json_string_value(json_object_get(e, "id"));
+        sqlite3_reset(op);
+        sqlite3_reset(q);
+        if (bind_text(op, 1, id) | bind_text(op, 2, owner) | sqlite3_bind_int64(op, 3, until) |
+            bind_text(q, 1, id))
+            rc = db_fail(st, what);
+        if (rc == PB_STORE_OK)
+            rc = step_rc(st, sqlite3_step(op), what);
+        if (rc == PB_STORE_OK)
+            rc = step_rc(st, sqlite3_step(q), what);
+    }
+    sqlite3_finalize(op);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int pb_store_operation_claim(pb_store *st, const char *owner, int64_t now, int64_t claim_until_ms,
+                             int max, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    /* A claim that has already expired is a caller's mistake. */
+    if (!st || !owner || !*owner || !out || claim_until_ms <= now)
+        return PB_STORE_ERR;
+    json_t *arr = json_array();
+    if (!arr)
+        return PB_STORE_ERR;
+    if (max < 1) {
+        *out = arr;
+        return PB_STORE_OK;
+    }
+    const char *what = "claim operations";
+    sqlite3_stmt *s = NULL;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    /* Rows are collected before any is updated: an update moves the row in
+     * operations_due, which the select walks. */
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "SELECT id, project_id, integration_id, installation_id, request, attempts,"
+                     " deadline_at FROM operations WHERE status = 'in_progress'"
+                     " AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1"
+                     " AND (claimed_until IS NULL OR claimed_until <= ?1)"
+                     " ORDER BY next_attempt_at LIMIT ?2",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (sqlite3_bind_int64(s, 1, now) | sqlite3_bind_int(s, 2, max))
+            rc = db_fail(st, what);
+        else
+            rc = all_rows(st, s, claim_row, arr, what);
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK)
+        rc = mark_claimed(st, arr, owner, claim_until_ms);
+    rc = tx_end(st, rc, 0);
+    pthread_mutex_unlock(&st->mu);
+    if (rc == PB_STORE_OK)
+        *out = arr;
+    else
+        json_decref(arr);
+    return rc;
+}
+
+/* The stored metadata of an in_progress operation (malloc'd); NOTFOUND or
+ * CONFLICT (already finished) otherwise. Inside the caller's transaction. */
+static int load_in_progress(pb_store *st, const char *id, char **md_out, const char *what)
+{
+    sqlite3_stmt *s;
+    int rc = prep_bind(st, "SELECT status, metadata FROM operations WHERE id = ?1", &s, what, 1,
+                       id);
+    if (rc != PB_STORE_OK)
+        return rc;
+    int r = sqlite3_step(s);
+    if (r == SQLITE_DONE)
+        rc = PB_STORE_NOTFOUND;
+    else if (r != SQLITE_ROW)
+        rc = db_fail(st, what);
+    else if (strcmp(col_text(s, 0), "in_progress") != 0)
+        rc = PB_STORE_CONFLICT;
+    else if (!(*md_out = strdup(col_text(s, 1))))
+        rc = PB_STORE_ERR;
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
+                              const char *result, const json_t *metadata, int attempts,
+                              int64_t now)
+{
+    if (!st || !id || !status ||
+        (strcmp(status, "success") != 0 && strcmp(status, "failure") != 0) || attempts < 0 ||
+        (metadata && !json_is_object(metadata)))
+        return PB_STORE_ERR;
+    const char *what = "finish operation";
+    char *cur = NULL, *md = NULL;
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = load_in_progress(st, id, &cur, what);
+    if (rc == PB_STORE_OK && !(md = metadata ? merge_metadata(cur, metadata) : strdup(cur)))
+        rc = PB_STORE_ERR;
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "UPDATE operations SET status = ?2, result = ?3, metadata = ?4,"
+                     " attempts = ?5, last_attempt_at = ?6, next_attempt_at = NULL,"
+                     " claimed_by = NULL, claimed_until = NULL, updated_at = ?6 WHERE id = ?1",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, id) | bind_text(s, 2, status) | bind_text(s, 3, result) |
+            bind_text(s, 4, md) | sqlite3_bind_int(s, 5, attempts) |
+            sqlite3_bind_int64(s, 6, now))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        sqlite3_finalize(s);
+    }
+    if (rc == PB_STORE_OK) {
+        rc = prep_bind(st,
+                       "UPDATE write_queue SET state = 'done'"
+                       " WHERE operation_id = ?1 AND state <> 'done'",
+                       &s, what, 1, id);
+        if (rc == PB_STORE_OK) {
+            rc = step_rc(st, sqlite3_step(s), what);
+            sqlite3_finalize(s);
+        }
+    }
+    rc = tx_end(st, rc, 0);
+    pthread_mutex_unlock(&st->mu);
+    free(cur);
+    free(md);
+    return rc;
+}
+
+int pb_store_operation_retry(pb_store *st, const char *id, int attempts, int64_t next_attempt_ms,
+                             const char *last_error, int64_t now)
+{
+    if (!st || !id || attempts < 0 || next_attempt_ms < 0)
+        return PB_STORE_ERR;
+    json_t *merge = last_error ? json_pack("{s:s}", "lastError", last_error) : NULL;
+    if (last_error && !merge)
+        return PB_STORE_ERR; /* not UTF-8 */
+    const char *what = "retry operation";
+    char *cur = NULL, *md = NULL;
+    sqlite3_stmt *s;
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = load_in_progress(st, id, &cur, what);
+    if (rc == PB_STORE_OK && !(md = merge ? merge_metadata(cur, merge) : strdup(cur)))
+        rc = PB_STORE_ERR;
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "UPDATE operations SET attempts = ?2, last_attempt_at = ?3,"
+                     " next_attempt_at = ?4, claimed_by = NULL, claimed_until = NULL,"
+                     " metadata = ?5, updated_at = ?3 WHERE id = ?1",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, id) | sqlite3_bind_int(s, 2, attempts) |
+            sqlite3_bind_int64(s, 3, now) | sqlite3_bind_int64(s, 4, next_attempt_ms) |
+            bind_text(s, 5, md))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        sqlite3_finalize(s);
+    }
+    rc = tx_end(st, rc, 0);
+    pthread_mutex_unlock(&st->mu);
+    free(cur);
+    free(md);
+    json_decref(merge);
+    return rc;
+}
+
+/* The bucket a new write joins, as found (or made) by queue_add. */
+struct bucket {
+    char *op_id;
+    int64_t first_enqueued_at, flush_at, deadline_at;
+    int rows;
+};
+
+/* The open bucket for key with room left, if any (b->op_id NULL when
+ * none). Only an in_progress, unclaimed operation of this installation
+ * takes writes. */
+static int find_bucket(pb_store *st, const char *project_id, const char *installation_id,
+                       const char *bucket_key, int64_t flush_at, int64_t deadline_at,
+                       struct bucket *b, const char *what)
+{
+    sqlite3_stmt *s;
+    int rc = prep_bind(st,
+                       "SELECT o.id, min(q.first_enqueued_at), coalesce(o.next_attempt_at, ?4),"
+                       " coalesce(o.deadline_at, ?5), count(*)"
+                       " FROM write_queue q JOIN operations o ON o.id = q.operation_id"
+                       " WHERE q.bucket_key = ?1 AND q.state = 'open' AND o.project_id = ?2"
+                       " AND o.installation_id = ?3 AND o.status = 'in_progress'"
+                       " AND o.claimed_by IS NULL"
+                       " GROUP BY o.id HAVING count(*) < ?6 ORDER BY min(q.id) LIMIT 1",
+                       &s, what, 3, bucket_key, project_id, installation_id);
+    if (rc != PB_STORE_OK)
+        return rc;
+    if (sqlite3_bind_int64(s, 4, flush_at) | sqlite3_bind_int64(s, 5, deadline_at) |
+        sqlite3_bind_int(s, 6, QUEUE_BUCKET_MAX)) {
+        rc = db_fail(st, what);
+    } else {
+        int r = sqlite3_step(s);
+        if (r == SQLITE_ROW) {
+            b->op_id = strdup(col_text(s, 0));
+            b->first_enqueued_at = sqlite3_column_int64(s, 1);
+            b->flush_at = sqlite3_column_int64(s, 2);
+            b->deadline_at = sqlite3_column_int64(s, 3);
+            b->rows = sqlite3_column_int(s, 4);
+            if (!b->op_id)
+                rc = PB_STORE_ERR;
+        } else if (r != SQLITE_DONE) {
+            rc = db_fail(st, what);
+        }
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+struct queue_row {
+    const char *operation_id, *installation_id, *object, *write_type, *record, *bucket_key;
+    int64_t first_enqueued_at, flush_at, deadline_at, now;
+};
+
+static int insert_queue_row(pb_store *st, const struct queue_row *r, const char *what)
+{
+    sqlite3_stmt *s;
+    int rc = prepare(st,
+                     "INSERT INTO write_queue(operation_id, installation_id, object_name,"
+                     " write_type, record, bucket_key, first_enqueued_at, flush_at, deadline_at,"
+                     " state, created_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10)",
+                     &s, what);
+    if (rc != PB_STORE_OK)
+        return rc;
+    if (bind_text(s, 1, r->operation_id) | bind_text(s, 2, r->installation_id) |
+        bind_text(s, 3, r->object) | bind_text(s, 4, r->write_type) |
+        bind_text(s, 5, r->record) | bind_text(s, 6, r->bucket_key) |
+        sqlite3_bind_int64(s, 7, r->first_enqueued_at) | sqlite3_bind_int64(s, 8, r->flush_at) |
+        sqlite3_bind_int64(s, 9, r->deadline_at) | sqlite3_bind_int64(s, 10, r->now))
+        rc = db_fail(st, what);
+    else
+        rc = step_rc(st, sqlite3_step(s), what);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* A full bucket is due now. */
+static int make_due(pb_store *st, const char *op_id, int64_t now, const char *what)
+{
+    sqlite3_stmt *s;
+    int rc = prep_bind(st, "UPDATE operations SET next_attempt_at = ?2 WHERE id = ?1", &s, what,
+                       1, op_id);
+    if (rc != PB_STORE_OK)
+        return rc;
+    if (sqlite3_bind_int64(s, 2, now) != SQLITE_OK)
+        rc = db_fail(st, what);
+    else
+        rc = step_rc(st, sqlite3_step(s), what);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int pb_store_queue_add(pb_store *st, const char *project_id, const char *integration_id,
+                       const char *installation_id, const char *object, const char *write_type,
+                       const json_t *record, const char *bucket_key, const char *new_op_id,
+                       int64_t now, int64_t flush_at_ms, int64_t deadline_ms, char *op_id_out,
+                       size_t len)
+{
+    if (op_id_out && len)
+        op_id_out[0] = '\0';
+    if (!st || !project_id || !integration_id || !installation_id || !object || !*object ||
+        !write_type || !*write_type || !json_is_object(record) || !bucket_key ||
+        !*bucket_key || !new_op_id || !*new_op_id || !op_id_out || strlen(new_op_id) >= len ||
+        now < 0 || flush_at_ms < 0 || deadline_ms < 0)
+        return PB_STORE_ERR;
+    char *rec = dump_json(record);
+    json_t *req = json_pack("{s:s, s:s, s:s}", "kind", "autobatch", "object", object, "type",
+                            write_type);
+    json_t *md = json_pack("{s:[s]}", "objects", object);
+    char *req_text = req ? dump_json(req) : NULL;
+    char *md_text = md ? dump_json(md) : NULL;
+    json_decref(req);
+    json_decref(md);
+    if (!rec || !req_text || !md_text) {
+        free(rec);
+        free(req_text);
+        free(md_text);
+        return PB_STORE_ERR;
+    }
+
+    const char *what = "queue write";
+    struct bucket b = {0};
+    pthread_mutex_lock(&st->mu);
+    int rc = tx_begin(st);
+    if (rc == PB_STORE_OK)
+        rc = find_bucket(st, project_id, installation_id, bucket_key, flush_at_ms, deadline_ms,
+                         &b, what);
+    if (rc == PB_STORE_OK && !b.op_id) {
+        struct op_insert op = {
+            .id = new_op_id,
+            .project_id = project_id,
+            .integration_id = integration_id,
+            .installation_id = installation_id,
+            .status = "in_progress",
+            .metadata = md_text,
+            .request = req_text,
+            .next_attempt_at = flush_at_ms,
+            .deadline_at = deadline_ms,
+            .now = now,
+        };
+        b = (struct bucket){strdup(new_op_id), now, flush_at_ms, deadline_ms, 0};
+        rc = b.op_id ? installation_of(st, project_id, integration_id, installation_id, what)
+                     : PB_STORE_ERR;
+        if (rc == PB_STORE_OK)
+            rc = insert_operation(st, &op, what);
+    }
+    if (rc == PB_STORE_OK && strlen(b.op_id) >= len)
+        rc = PB_STORE_ERR;
+    if (rc == PB_STORE_OK) {
+        struct queue_row row = {
+            .operation_id = b.op_id,
+            .installation_id = installation_id,
+            .object = object,
+            .write_type = write_type,
+            .record = rec,
+            .bucket_key = bucket_key,
+            .first_enqueued_at = b.first_enqueued_at,
+            .flush_at = b.flush_at,
+            .deadline_at = b.deadline_at,
+            .now = now,
+        };
+        rc = insert_queue_row(st, &row, what);
+    }
+    if (rc == PB_STORE_OK && b.rows + 1 >= QUEUE_BUCKET_MAX)
+        rc = make_due(st, b.op_id, now, what);
+    /* Committed (WAL, synchronous=FULL) before the caller acknowledges. */
+    rc = tx_end(st, rc, 0);
+    pthread_mutex_unlock(&st->mu);
+    if (rc == PB_STORE_OK)
+        memcpy(op_id_out, b.op_id, strlen(b.op_id) + 1);
+    free(b.op_id);
+    free(rec);
+    free(req_text);
+    free(md_text);
+    return rc;
+}
+
+static json_t *queue_item_row(sqlite3_stmt *s)
+{
+    json_t *o = json_object();
+    int bad = !o;
+    put(o, "id", json_integer(sqlite3_column_int64(s, 0)), &bad);
+    put(o, "record", col_json(s, 1), &bad);
+    return finish(o, bad);
+}
+
+int pb_store_queue_items(pb_store *st, const char *operation_id, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!st || !operation_id || !out)
+        return PB_STORE_ERR;
+    const char *what = "list queued writes";
+    pthread_mutex_lock(&st->mu);
+    int rc = exists(st, "SELECT 1 FROM operations WHERE id = ?1", what, 1, operation_id);
+    if (rc == PB_STORE_OK)
+        rc = fetch_all(st,
+                       "SELECT id, record FROM write_queue WHERE operation_id = ?1 ORDER BY id",
+                       queue_item_row, out, what, 1, operation_id);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}

@@ -10,6 +10,7 @@
 #include "util.h"
 #include "testutil.h"
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -570,6 +571,12 @@ static void test_projects_create_bad_inputs(void)
         resp_free(&r);
     }
     struct resp r;
+    call("POST", "/v1/projects", a.key, "{\"name\":\"owned\",\"owner\":\"me\"}", &r);
+    EXPECT_INVALID(&r, "owner", "is not a known field");
+    resp_free(&r);
+    call("POST", "/v1/projects", a.key, "{\"name\":\"owned\"}", &r);
+    EXPECT_STATUS(&r, 201); /* the refused call created nothing */
+    resp_free(&r);
     /* Ids are looked up before names, so a name may not look like one. */
     call("POST", "/v1/projects", a.key, "{\"name\":\"prj_lookalike\"}", &r);
     EXPECT_INVALID(&r, "name", "must not start with 'prj_' (project ids do)");
@@ -822,21 +829,21 @@ static void test_bad_bodies_on_every_route(void)
         EXPECT_PROBLEM(&r, 400, "invalid-json", "Malformed JSON",
                        "malformed JSON at line 1 column 17: string or '}' expected near end of "
                        "file",
-                       "");
+                       "body");
         resp_free(&r);
         call(m, p, a.key, "{\"groupRef\":\"a\",\"groupRef\":\"b\"}", &r);
         EXPECT_PROBLEM(&r, 400, "invalid-json", "Malformed JSON",
                        "malformed JSON at line 1 column 26: duplicate object key near "
                        "'\"groupRef\"'",
-                       "");
+                       "body");
         resp_free(&r);
         call(m, p, a.key, "[1,2]", &r);
         EXPECT_PROBLEM(&r, 400, "invalid-request", "Invalid request",
-                       "the request body must be a JSON object", "");
+                       "the request body must be a JSON object", "body");
         resp_free(&r);
         call(m, p, a.key, NULL, &r);
         EXPECT_PROBLEM(&r, 400, "invalid-request", "Invalid request",
-                       "the request body must be a JSON object", "");
+                       "the request body must be a JSON object", "body");
         resp_free(&r);
         call(m, p, a.key, big, &r);
         EXPECT_PROBLEM(&r, 413, "body-too-large", "Request body too large",
@@ -2269,6 +2276,139 @@ static void test_oauth_callback_failures(void)
     free(lpath);
 }
 
+/* Two callbacks racing with one state: one connection, one token call. */
+struct race {
+    const char *query;
+    long status;
+};
+
+static void *race_callback(void *arg)
+{
+    struct race *rc = arg;
+    char url[1024];
+    snprintf(url, sizeof url, "%s/callbacks/v1/oauth?%s", base, rc->query);
+    struct pbt_resp r;
+    rc->status = pbt_http("GET", url, NULL, NULL, &r) == 0 ? r.status : -1;
+    pbt_resp_free(&r);
+    return NULL;
+}
+
+static void test_oauth_state_used_once_under_race(void)
+{
+    struct proj a;
+    new_project("oauth", &a);
+    fake_reset(hs);
+    char *url = connect_url(base, &a, "hubspot", "cust-race", NULL);
+    char *state = url_param(url, "state");
+    fake_add_code(hs, "code-race");
+    char *q = fmt("code=code-race&state=%s", state);
+    struct race races[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        races[i].query = q;
+        races[i].status = 0;
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, race_callback, &races[i]), 0);
+    }
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += races[i].status == 200;
+        refused += races[i].status == 400;
+    }
+    CU_ASSERT_EQUAL(ok, 1);
+    CU_ASSERT_EQUAL(refused, 3);
+    CU_ASSERT_EQUAL(fake_token_calls(hs), 1);
+    char *lpath = fmt("/v1/projects/%s/connections?groupRef=cust-race", a.id);
+    struct resp r;
+    call("GET", lpath, a.key, NULL, &r);
+    CU_ASSERT_EQUAL(json_array_size(r.j), 1);
+    resp_free(&r);
+    free(lpath);
+    free(q);
+    free(state);
+    free(url);
+}
+
+/* ---- the helpers behind the routes ----------------------------------------------------- */
+
+static void test_rfc3339(void)
+{
+    CU_ASSERT_EQUAL(pb_parse_rfc3339("2026-01-02T15:04:05Z"), 1767366245000LL);
+    CU_ASSERT_EQUAL(pb_parse_rfc3339("2026-01-02T15:04:05z"), 1767366245000LL);
+    CU_ASSERT_EQUAL(pb_parse_rfc3339("2026-01-02T15:04:05.5Z"), 1767366245500LL);
+    CU_ASSERT_EQUAL(pb_parse_rfc3339("2026-01-02T15:04:05.123456Z"), 1767366245123LL);
+    CU_ASSERT_EQUAL(pb_parse_rfc3339("2026-01-02T16:04:05+01:00"), 1767366245000LL);
+    CU_ASSERT_EQUAL(pb_parse_rfc3339("2026-01-02T13:34:05-01:30"), 1767366245000LL);
+    const char *bad[] = {"", "2026-01-02", "2026-01-02T15:04:05", "2026-01-02 15:04:05Z",
+                         " 2026-01-02T15:04:05Z", "2026-1-2T15:04:05Z", "2026-01-02T15:04:05.Z",
+                         "2026-01-02T15:04:05+1:00", "2026-01-02T15:04:05+01", "2026-01-02T15:04:05+01:0",
+                         "2026-01-02T15:04:05+24:00", "2026-01-02T15:04:05+01:00x",
+                         "2026-13-02T15:04:05Z", "2026-01-02T25:04:05Z", "2026-01-02T15:04:05ZZ"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (pb_parse_rfc3339(bad[i]) != -1)
+            fprintf(stderr, "accepted '%s'\n", bad[i]);
+        CU_ASSERT_EQUAL(pb_parse_rfc3339(bad[i]), -1);
+    }
+    CU_ASSERT_EQUAL(pb_parse_rfc3339(NULL), -1);
+}
+
+/* RFC 6902 on arrays and the edges the config routes cannot reach. */
+static void test_json_patch_arrays(void)
+{
+    json_t *doc = json_loads("{\"a\":[1,2,3],\"o\":{\"k\":\"v\"}}", 0, NULL);
+    struct pb_problem p = {0};
+    json_t *ops = json_loads("[{\"op\":\"add\",\"path\":\"/a/0\",\"value\":0},"
+                             "{\"op\":\"add\",\"path\":\"/a/-\",\"value\":4},"
+                             "{\"op\":\"remove\",\"path\":\"/a/2\"},"
+                             "{\"op\":\"replace\",\"path\":\"/a/0\",\"value\":\"zero\"},"
+                             "{\"op\":\"add\",\"path\":\"/o/k\",\"value\":\"w\"},"
+                             "{\"op\":\"add\",\"path\":\"/o/\",\"value\":\"empty key\"}]",
+                             0, NULL);
+    json_t *out = pb_json_patch(doc, ops, &p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    json_t *want = json_loads("{\"a\":[\"zero\",1,3,4],\"o\":{\"k\":\"w\",\"\":\"empty key\"}}",
+                              0, NULL);
+    CU_ASSERT_TRUE(json_equal(out, want));
+    /* The input is left alone. */
+    json_t *orig = json_loads("{\"a\":[1,2,3],\"o\":{\"k\":\"v\"}}", 0, NULL);
+    CU_ASSERT_TRUE(json_equal(doc, orig));
+    json_decref(orig);
+    json_decref(want);
+    json_decref(out);
+    json_decref(ops);
+    struct {
+        const char *ops, *name, *detail;
+    } bad[] = {
+        {"[{\"op\":\"add\",\"path\":\"/a/4\",\"value\":0}]", "changes[0]",
+         "changes[0]: array index out of range: /a/4"},
+        {"[{\"op\":\"replace\",\"path\":\"/a/3\",\"value\":0}]", "changes[0]",
+         "changes[0]: array index out of range: /a/3"},
+        {"[{\"op\":\"remove\",\"path\":\"/a/-\"}]", "changes[0]",
+         "changes[0]: array index out of range: /a/-"},
+        {"[{\"op\":\"remove\",\"path\":\"/a/01\"}]", "changes[0]",
+         "changes[0]: array index out of range: /a/01"},
+        {"[{\"op\":\"remove\",\"path\":\"/a/x\"}]", "changes[0]",
+         "changes[0]: array index out of range: /a/x"},
+        {"[{\"op\":\"add\",\"path\":\"/a/9/b\",\"value\":0}]", "changes[0]",
+         "changes[0]: path does not exist: /a/9/b"},
+        {"[{\"op\":\"add\",\"path\":\"/o/k/deeper\",\"value\":0}]", "changes[0]",
+         "changes[0]: path does not exist: /o/k/deeper"},
+        {"[{\"op\":\"test\",\"path\":\"/o/k\",\"value\":\"v\"}]", "changes[0]",
+         "changes[0]: op must be add, remove or replace: /o/k"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *o = json_loads(bad[i].ops, 0, NULL);
+        struct pb_problem q = {0};
+        CU_ASSERT_PTR_NULL(pb_json_patch(doc, o, &q));
+        CU_ASSERT_EQUAL(q.status, 400);
+        CU_ASSERT_STRING_EQUAL(q.detail, bad[i].detail);
+        CU_ASSERT_STRING_EQUAL(jstr(json_array_get(q.issues, 0), "name"), bad[i].name);
+        pb_problem_free(&q);
+        json_decref(o);
+    }
+    json_decref(doc);
+}
+
 /* Without egress.allow_private the core refuses to call a loopback token
  * endpoint, and the callback says why. */
 static void test_oauth_callback_refused_by_egress_policy(void)
@@ -2333,7 +2473,10 @@ static CU_TestInfo tests[] = {
     {"oauth_round_trip_hubspot", test_oauth_round_trip_hubspot},
     {"oauth_round_trip_salesforce_metadata", test_oauth_round_trip_salesforce_metadata},
     {"oauth_callback_failures", test_oauth_callback_failures},
+    {"oauth_state_used_once_under_race", test_oauth_state_used_once_under_race},
     {"oauth_callback_refused_by_egress_policy", test_oauth_callback_refused_by_egress_policy},
+    {"rfc3339", test_rfc3339},
+    {"json_patch_arrays", test_json_patch_arrays},
     CU_TEST_INFO_NULL,
 };
 

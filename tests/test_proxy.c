@@ -288,6 +288,8 @@ static void test_200_concurrent_calls_one_refresh(void)
     for (int i = 0; i < N; i++) {
         pthread_join(t[i], NULL);
         ok += w[i].status == 200;
+        if (w[i].status != 200)
+            fprintf(stderr, "\n  call %d answered %ld\n", i, w[i].status);
     }
     CU_ASSERT_EQUAL(ok, N);
     CU_ASSERT_EQUAL(fake_token_calls(hs), calls + 1);
