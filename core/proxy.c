@@ -11,6 +11,7 @@
 #include "http.h"
 #include "loader.h"
 #include "log.h"
+#include "proxy.h"
 #include "routes.h"
 #include "secrets.h"
 #include "store.h"
@@ -250,7 +251,7 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
 /* The path must stay on the provider's host: no authority tricks, no
  * dot-segments, no control characters, nothing encoded that decodes into
  * one of those. */
-static const char *unsafe_target(const char *path)
+const char *pb_proxy_check_target(const char *path)
 {
     if (path[0] != '/')
         return "the path must start with '/'";
@@ -284,7 +285,7 @@ static const char *unsafe_target(const char *path)
 }
 
 /* Joins base and target and checks the result's origin is the base's. */
-static char *join_url(const char *base, const char *target, const char **why)
+char *pb_proxy_join_url(const char *base, const char *target, const char **why)
 {
     char *url = pb_xasprintf("%s%s", base, target);
     CURLU *b = curl_url(), *u = curl_url();
@@ -343,10 +344,10 @@ static int start_attempt(struct call *c, const char **why)
     /* The plugin may add query parameters (API keys in the query). */
     if (creq->query) {
         char *t = pb_xasprintf("%s%s%s", c->target, strchr(c->target, '?') ? "&" : "?", creq->query);
-        url = join_url(c->base_url, t, why);
+        url = pb_proxy_join_url(c->base_url, t, why);
         free(t);
     } else {
-        url = join_url(c->base_url, c->target, why);
+        url = pb_proxy_join_url(c->base_url, c->target, why);
     }
     if (!url) {
         pb_req_free(creq);
@@ -583,7 +584,7 @@ static int prepare(struct call *c, const char *inst_id, const char *target)
                     "the provider is rate limiting installation '%s'; retry after the time in "
                     "X-Amp-Retry-After", inst), -1;
     }
-    const char *why = unsafe_target(target);
+    const char *why = pb_proxy_check_target(target);
     if (why)
         return fail(c, 400, "invalid-path", "Invalid path", NULL, "%s", why), -1;
     const char *override = header(c, "Base-Url-Override");
