@@ -2695,6 +2695,61 @@ static int load_in_progress(pb_store *st, const char *id, char **md_out, const c
     return rc;
 }
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629), 0 when invalid. */
+static size_t utf8_seq(const unsigned char *p)
+{
+    unsigned c = p[0];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4;
+    else
+        return 0;
+    if (c == 0xE0)
+        lo = 0xA0;
+    else if (c == 0xED)
+        hi = 0x9F;
+    else if (c == 0xF0)
+        lo = 0x90;
+    else if (c == 0xF4)
+        hi = 0x8F;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+/* A copy of text with bytes that are not UTF-8 replaced by '?' (malloc'd;
+ * NULL for NULL or out of memory). Provider error texts end up here, and a
+ * retry or a result must not be lost, or a row made unshowable, over an
+ * odd byte. */
+static char *utf8_clean(const char *text)
+{
+    if (!text)
+        return NULL;
+    char *out = strdup(text);
+    if (!out)
+        return NULL;
+    unsigned char *p = (unsigned char *)out;
+    while (*p) {
+        size_t n = utf8_seq(p);
+        if (n == 0) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+    return out;
+}
+
 int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
                               const char *result, const json_t *metadata, int attempts,
                               int64_t now)
@@ -2702,6 +2757,9 @@ int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
     if (!st || !id || !status ||
         (strcmp(status, "success") != 0 && strcmp(status, "failure") != 0) || attempts < 0 ||
         (metadata && !json_is_object(metadata)))
+        return PB_STORE_ERR;
+    char *res = utf8_clean(result);
+    if (result && !res)
         return PB_STORE_ERR;
     const char *what = "finish operation";
     char *cur = NULL, *md = NULL;
@@ -2719,7 +2777,7 @@ int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
                      " claimed_by = NULL, claimed_until = NULL, updated_at = ?6 WHERE id = ?1",
                      &s, what);
     if (rc == PB_STORE_OK) {
-        if (bind_text(s, 1, id) | bind_text(s, 2, status) | bind_text(s, 3, result) |
+        if (bind_text(s, 1, id) | bind_text(s, 2, status) | bind_text(s, 3, res) |
             bind_text(s, 4, md) | sqlite3_bind_int(s, 5, attempts) |
             sqlite3_bind_int64(s, 6, now))
             rc = db_fail(st, what);
@@ -2739,6 +2797,7 @@ int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
     }
     rc = tx_end(st, rc, 0);
     pthread_mutex_unlock(&st->mu);
+    free(res);
     free(cur);
     free(md);
     return rc;
@@ -2749,9 +2808,11 @@ int pb_store_operation_retry(pb_store *st, const char *id, int attempts, int64_t
 {
     if (!st || !id || attempts < 0 || next_attempt_ms < 0)
         return PB_STORE_ERR;
-    json_t *merge = last_error ? json_pack("{s:s}", "lastError", last_error) : NULL;
+    char *err_text = utf8_clean(last_error);
+    json_t *merge = err_text ? json_pack("{s:s}", "lastError", err_text) : NULL;
+    free(err_text);
     if (last_error && !merge)
-        return PB_STORE_ERR; /* not UTF-8 */
+        return PB_STORE_ERR;
     const char *what = "retry operation";
     char *cur = NULL, *md = NULL;
     sqlite3_stmt *s;

@@ -6,6 +6,8 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2276,6 +2278,1212 @@ static void test_rate_limits(void)
     free(path);
 }
 
+/* ---- write API: operations and the auto-batch queue --------------------------- */
+
+#define MIN_MS 60000LL
+#define HOUR_MS 3600000LL
+
+__attribute__((format(printf, 2, 3)))
+static long long raw_intf(sqlite3 *db, const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return raw_int(db, sql);
+}
+
+__attribute__((format(printf, 2, 3)))
+static int raw_execf(sqlite3 *db, const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return raw_exec(db, sql);
+}
+
+/* jeq with a printf-formatted literal. */
+__attribute__((format(printf, 2, 3)))
+static int jeqf(const json_t *v, const char *fmt, ...)
+{
+    char text[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    return jeq(v, text);
+}
+
+/* 1 when the raw JSON column text equals the literal. */
+static int raw_json_eq(char *text, const char *want)
+{
+    json_t *v = text ? J(text) : NULL;
+    int eq = jeq(v, want);
+    json_decref(v);
+    free(text);
+    return eq;
+}
+
+/* Lowercase hex of s, into a static buffer. */
+static const char *hexstr(const char *s)
+{
+    static char out[1024];
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n && i < 511; i++)
+        snprintf(out + 2 * i, 3, "%02x", (unsigned char)s[i]);
+    out[2 * (n < 511 ? n : 511)] = '\0';
+    return out;
+}
+
+/* The page token for an operation listed last: hex of "ms:id". */
+static const char *token_for(long long ms, const char *id)
+{
+    char raw[256];
+    snprintf(raw, sizeof raw, "%lld:%s", ms, id);
+    return hexstr(raw);
+}
+
+/* Projects p_1 and p_2 with MANIFEST_1 each; installations ins_1 and ins_2
+ * (p_1, crm), ins_s (p_1, sales) and ins_9 (p_2, crm). */
+struct wfix {
+    char *path;
+    pb_store *st;
+    sqlite3 *db;
+    char crm[64], sales[64], crm2[64];
+};
+
+static int wfix_open(struct wfix *f)
+{
+    memset(f, 0, sizeof *f);
+    f->st = open_two_projects(&f->path);
+    if (!f->st)
+        return -1;
+    snprintf(f->crm, sizeof f->crm, "%s", apply_manifest_1(f->st));
+    json_t *m = J(MANIFEST_1), *out = NULL, *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_integrations_apply(f->st, "p_2", m, &out), PB_STORE_OK);
+    snprintf(f->crm2, sizeof f->crm2, "%s", jstr(json_array_get(out, 0), "id"));
+    CU_ASSERT_EQUAL(pb_store_integration_get(f->st, "p_1", "sales", &g), PB_STORE_OK);
+    snprintf(f->sales, sizeof f->sales, "%s", g ? jstr(g, "id") : "");
+    json_decref(m);
+    json_decref(out);
+    json_decref(g);
+    struct {
+        const char *project, *id, *integration, *group;
+    } insts[] = {
+        {"p_1", "ins_1", f->crm, "g1"},
+        {"p_1", "ins_2", f->crm, "g2"},
+        {"p_1", "ins_s", f->sales, "g1"},
+        {"p_2", "ins_9", f->crm2, "g1"},
+    };
+    for (size_t i = 0; i < sizeof insts / sizeof insts[0]; i++) {
+        json_t *inst = json_pack("{s:s, s:s, s:s}", "id", insts[i].id, "integrationId",
+                                 insts[i].integration, "groupRef", insts[i].group);
+        CU_ASSERT_EQUAL(pb_store_installation_create(f->st, insts[i].project, inst, NULL),
+                        PB_STORE_OK);
+        json_decref(inst);
+    }
+    f->db = raw_open(f->path);
+    return f->db ? 0 : -1;
+}
+
+static void wfix_close(struct wfix *f)
+{
+    sqlite3_close(f->db);
+    pb_store_close(f->st);
+    free(f->path);
+}
+
+/* An asynchronous operation of p_1's crm on `inst`; next_at/deadline < 0
+ * leave them out. */
+static int mkop(struct wfix *f, const char *id, const char *inst, long long next_at,
+                long long deadline)
+{
+    json_t *op = json_pack("{s:s, s:s, s:s, s:{s:s}}", "id", id, "integrationId", f->crm,
+                           "installationId", inst, "request", "kind", "single");
+    if (next_at >= 0)
+        json_object_set_new(op, "nextAttemptAt", json_integer(next_at));
+    if (deadline >= 0)
+        json_object_set_new(op, "deadlineAt", json_integer(deadline));
+    int rc = pb_store_operation_create(f->st, "p_1", op, NULL);
+    json_decref(op);
+    return rc;
+}
+
+/* The ids of a claim result, in order, joined by ',' (static buffer). */
+static const char *claim_ids(json_t *arr)
+{
+    static char out[4096];
+    out[0] = '\0';
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        size_t n = strlen(out);
+        snprintf(out + n, sizeof out - n, "%s%s", i ? "," : "", jstr(e, "id"));
+    }
+    return out;
+}
+
+/* Claims and returns the ids (static buffer); "ERR" on failure. */
+static const char *claim(pb_store *st, const char *owner, long long now, long long until, int max)
+{
+    json_t *c = NULL;
+    if (pb_store_operation_claim(st, owner, now, until, max, &c) != PB_STORE_OK)
+        return "ERR";
+    const char *ids = claim_ids(c);
+    json_decref(c);
+    return ids;
+}
+
+static void test_operation_create_get(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    pb_store *st = f.st;
+
+    json_t *op = json_pack("{s:s, s:s, s:s, s:{s:[s]}, s:{s:s, s:s, s:{s:s}}, s:I, s:I}", "id",
+                           "op_a", "integrationId", f.crm, "installationId", "ins_1", "metadata",
+                           "objects", "contacts", "request", "type", "create", "object",
+                           "contacts", "record", "email", "a@x", "nextAttemptAt",
+                           (json_int_t)T_FIXED, "deadlineAt", (json_int_t)(T_FIXED + HOUR_MS));
+    json_t *out = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, &out), PB_STORE_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(out, "createTime")));
+    CU_ASSERT_TRUE(is_rfc3339_utc(jstr(out, "updateTime")));
+    json_object_del(out, "createTime");
+    json_object_del(out, "updateTime");
+    CU_ASSERT_TRUE(jeqf(out,
+                        "{\"id\": \"op_a\", \"projectId\": \"p_1\", \"integrationId\": \"%s\","
+                        " \"installationId\": \"ins_1\", \"actionType\": \"write\","
+                        " \"status\": \"in_progress\", \"metadata\": {\"objects\": [\"contacts\"],"
+                        " \"retry\": {\"attempts\": 0}}}",
+                        f.crm));
+    json_decref(out);
+    /* The request and the schedule are stored, not shown. */
+    CU_ASSERT_TRUE(raw_json_eq(raw_text(f.db, "SELECT request FROM operations WHERE id = 'op_a'"),
+                               "{\"type\": \"create\", \"object\": \"contacts\","
+                               " \"record\": {\"email\": \"a@x\"}}"));
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT next_attempt_at FROM operations WHERE id = 'op_a'"),
+                    T_FIXED);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT deadline_at FROM operations WHERE id = 'op_a'"),
+                    T_FIXED + HOUR_MS);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE id = 'op_a'"
+                                  " AND attempts = 0 AND last_attempt_at IS NULL"
+                                  " AND claimed_by IS NULL AND claimed_until IS NULL"),
+                    1);
+
+    /* Times come from the columns. */
+    CU_ASSERT_EQUAL(raw_execf(f.db,
+                              "UPDATE operations SET created_at = 1577836800000,"
+                              " updated_at = %lld WHERE id = 'op_a'",
+                              T_FIXED),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_a", &out), PB_STORE_OK);
+    CU_ASSERT_TRUE(jeqf(out,
+                        "{\"id\": \"op_a\", \"projectId\": \"p_1\", \"integrationId\": \"%s\","
+                        " \"installationId\": \"ins_1\", \"actionType\": \"write\","
+                        " \"status\": \"in_progress\", \"metadata\": {\"objects\": [\"contacts\"],"
+                        " \"retry\": {\"attempts\": 0}}, \"createTime\": \"" T_OLD_STR "\","
+                        " \"updateTime\": \"" T_FIXED_STR "\"}",
+                        f.crm));
+    json_decref(out);
+
+    /* A finished synchronous write: result shown, nothing to attempt. */
+    json_decref(op);
+    op = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:[s], s:[s]}}", "id", "op_s", "integrationId",
+                   f.crm, "installationId", "ins_1", "status", "success", "result", "created",
+                   "metadata", "objects", "contacts", "successfulRecordIds", "r1");
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, &out), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(out, "status"), "success");
+    CU_ASSERT_STRING_EQUAL(jstr(out, "result"), "created");
+    CU_ASSERT_TRUE(jeq(json_object_get(out, "metadata"),
+                       "{\"objects\": [\"contacts\"], \"successfulRecordIds\": [\"r1\"],"
+                       " \"retry\": {\"attempts\": 0}}"));
+    json_decref(out);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE id = 'op_s'"
+                                  " AND request IS NULL AND next_attempt_at IS NULL"
+                                  " AND deadline_at IS NULL"),
+                    1);
+    /* Minimal: no metadata, *out optional. */
+    json_decref(op);
+    op = json_pack("{s:s, s:s, s:s, s:s}", "id", "op_f", "integrationId", f.crm,
+                   "installationId", "ins_2", "status", "failure");
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, NULL), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_f", &out), PB_STORE_OK);
+    CU_ASSERT_FALSE(has(out, "result"));
+    CU_ASSERT_TRUE(jeq(json_object_get(out, "metadata"), "{\"retry\": {\"attempts\": 0}}"));
+    json_decref(out);
+    /* Another project's operation. */
+    json_decref(op);
+    op = json_pack("{s:s, s:s, s:s}", "id", "op_9", "integrationId", f.crm2, "installationId",
+                   "ins_9");
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_2", op, NULL), PB_STORE_OK);
+
+    /* Conflicts and missing references. */
+    json_decref(op);
+    op = json_pack("{s:s, s:s, s:s}", "id", "op_a", "integrationId", f.crm, "installationId",
+                   "ins_1");
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, NULL), PB_STORE_CONFLICT);
+    json_object_set_new(op, "id", json_string("op_new"));
+    json_object_set_new(op, "installationId", json_string("ins_nope"));
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, NULL), PB_STORE_NOTFOUND);
+    /* ins_s belongs to "sales", not "crm". */
+    json_object_set_new(op, "installationId", json_string("ins_s"));
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, NULL), PB_STORE_NOTFOUND);
+    json_object_set_new(op, "installationId", json_string("ins_1"));
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_2", op, NULL), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_nope", op, NULL), PB_STORE_NOTFOUND);
+
+    /* Malformed operations. */
+    static const char *const bad[] = {
+        "{\"status\": \"bogus\"}",
+        "{\"status\": \"success\", \"nextAttemptAt\": 5}",
+        "{\"status\": 1}",
+        "{\"metadata\": \"x\"}",
+        "{\"metadata\": []}",
+        "{\"request\": [1]}",
+        "{\"result\": 5}",
+        "{\"nextAttemptAt\": \"soon\"}",
+        "{\"nextAttemptAt\": -5}",
+        "{\"deadlineAt\": 1.5}",
+        "{\"id\": \"\"}",
+        "{\"id\": null}",
+        "{\"integrationId\": null}",
+        "{\"installationId\": 7}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *b = json_deep_copy(op), *patch = J(bad[i]);
+        json_object_update(b, patch);
+        if (pb_store_operation_create(st, "p_1", b, &out) != PB_STORE_ERR)
+            fprintf(stderr, "accepted: %s\n", bad[i]);
+        CU_ASSERT_PTR_NULL(out);
+        json_decref(patch);
+        json_decref(b);
+    }
+    json_t *arr = json_array();
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", arr, NULL), PB_STORE_ERR);
+    json_decref(arr);
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", NULL, NULL), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, NULL, op, NULL), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_create(NULL, "p_1", op, NULL), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations"), 4);
+    json_decref(op);
+
+    /* Scoped by project. */
+    out = (json_t *)&out;
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_2", "op_a", &out), PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(out);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_9", &out), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_nope", &out), PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_2", "op_9", &out), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(out, "projectId"), "p_2");
+    json_decref(out);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_a", NULL), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", NULL, &out), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_get(NULL, "p_1", "op_a", &out), PB_STORE_ERR);
+    wfix_close(&f);
+}
+
+/* One page: its ids joined by ',' into ids (static), the token into tok. */
+static int list_page(pb_store *st, const char *project, const char *inst, int size,
+                     const char *token, const char **ids, char tok[1024])
+{
+    json_t *page = NULL;
+    int rc = pb_store_operation_list(st, project, inst, size, token, &page);
+    tok[0] = '\0';
+    *ids = "";
+    if (rc != PB_STORE_OK)
+        return rc;
+    json_t *ops = json_object_get(page, "operations");
+    CU_ASSERT_TRUE(json_is_array(ops));
+    CU_ASSERT_EQUAL(json_object_size(page), has(page, "nextPageToken") ? 2 : 1);
+    *ids = claim_ids(ops);
+    if (has(page, "nextPageToken"))
+        snprintf(tok, 1024, "%s", jstr(page, "nextPageToken"));
+    json_decref(page);
+    return rc;
+}
+
+/* "op_HI,op_HI-1,...,op_LO" (static buffer). */
+static const char *range_ids(int hi, int lo)
+{
+    static char out[8192];
+    out[0] = '\0';
+    for (int i = hi; i >= lo; i--) {
+        size_t n = strlen(out);
+        snprintf(out + n, sizeof out - n, "%sop_%03d", i == hi ? "" : ",", i);
+    }
+    return out;
+}
+
+static void test_operation_list_paging(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    pb_store *st = f.st;
+    CU_ASSERT_EQUAL(raw_exec(f.db, "BEGIN"), SQLITE_OK);
+    for (int i = 0; i < 250; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "op_%03d", i);
+        CU_ASSERT_EQUAL(mkop(&f, id, "ins_1", -1, -1), PB_STORE_OK);
+    }
+    CU_ASSERT_EQUAL(raw_exec(f.db, "COMMIT"), SQLITE_OK);
+    CU_ASSERT_EQUAL(mkop(&f, "op_x2", "ins_2", -1, -1), PB_STORE_OK);
+    /* Creation times in groups of three (ties broken by id, descending). */
+    CU_ASSERT_EQUAL(raw_execf(f.db,
+                              "UPDATE operations SET created_at = %lld +"
+                              " (CAST(substr(id, 4) AS INTEGER) / 3) * 1000, updated_at = %lld"
+                              " WHERE installation_id = 'ins_1'",
+                              T_FIXED, T_FIXED),
+                    SQLITE_OK);
+
+    json_t *page = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_list(st, "p_1", "ins_1", 100, NULL, &page), PB_STORE_OK);
+    json_t *ops = json_object_get(page, "operations");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(ops), 100);
+    /* op_249: created T_FIXED + 83 s. */
+    CU_ASSERT_TRUE(jeqf(json_array_get(ops, 0),
+                        "{\"id\": \"op_249\", \"projectId\": \"p_1\", \"integrationId\": \"%s\","
+                        " \"installationId\": \"ins_1\", \"actionType\": \"write\","
+                        " \"status\": \"in_progress\","
+                        " \"metadata\": {\"retry\": {\"attempts\": 0}},"
+                        " \"createTime\": \"2026-11-26T12:01:23Z\","
+                        " \"updateTime\": \"" T_FIXED_STR "\"}",
+                        f.crm));
+    CU_ASSERT_STRING_EQUAL(jstr(page, "nextPageToken"), token_for(T_FIXED + 50000, "op_150"));
+    json_decref(page);
+
+    const char *ids;
+    char tok[1024], tok2[1024];
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 100, NULL, &ids, tok), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, range_ids(249, 150));
+    CU_ASSERT_STRING_EQUAL(tok, token_for(T_FIXED + 50000, "op_150"));
+    /* A newer operation does not shift the pages after the first. */
+    CU_ASSERT_EQUAL(mkop(&f, "op_new", "ins_1", -1, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(raw_execf(f.db, "UPDATE operations SET created_at = %lld WHERE id = 'op_new'",
+                              T_FIXED + 10000000),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 100, tok, &ids, tok2), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, range_ids(149, 50));
+    CU_ASSERT_STRING_EQUAL(tok2, token_for(T_FIXED + 16000, "op_050"));
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 100, tok2, &ids, tok), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, range_ids(49, 0));
+    CU_ASSERT_STRING_EQUAL(tok, ""); /* the last page has no token */
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 100, NULL, &ids, tok), PB_STORE_OK);
+    CU_ASSERT_EQUAL(strncmp(ids, "op_new,op_249,op_248,", 21), 0);
+
+    /* Small pages walk everything once, in order. */
+    char *all = calloc(1, 8192);
+    int pages = 0;
+    tok[0] = '\0';
+    do {
+        CU_ASSERT_EQUAL_FATAL(list_page(st, "p_1", "ins_1", 7, *tok ? tok : NULL, &ids, tok),
+                              PB_STORE_OK);
+        size_t n = strlen(all);
+        snprintf(all + n, 8192 - n, "%s%s", n ? "," : "", ids);
+        pages++;
+    } while (*tok && pages < 100);
+    CU_ASSERT_EQUAL(pages, 36); /* 251 = 35 * 7 + 6 */
+    CU_ASSERT_STRING_EQUAL(all + strlen("op_new,"), range_ids(249, 0));
+    free(all);
+    /* Exactly a page's worth left: no token on that page. */
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 3, token_for(T_FIXED + 1000, "op_003"), &ids,
+                              tok),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, "op_002,op_001,op_000");
+    CU_ASSERT_STRING_EQUAL(tok, "");
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 5, token_for(0, "op_000"), &ids, tok),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, "");
+
+    /* Page sizes are clamped to 1..100. */
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 0, NULL, &ids, tok), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, "op_new");
+    CU_ASSERT_STRING_EQUAL(tok, token_for(T_FIXED + 10000000, "op_new"));
+    CU_ASSERT_EQUAL(pb_store_operation_list(st, "p_1", "ins_1", 1000, NULL, &page), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(page, "operations")), 100);
+    json_decref(page);
+    /* An empty token is the first page. */
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 1, "", &ids, tok), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, "op_new");
+
+    /* Malformed tokens. */
+    char longraw[400];
+    memset(longraw, 'a', sizeof longraw - 1);
+    longraw[0] = '1';
+    longraw[1] = ':';
+    longraw[sizeof longraw - 1] = '\0';
+    char longtok[1024];
+    snprintf(longtok, sizeof longtok, "%s", hexstr(longraw));
+    const char *bad_tokens[] = {
+        "zz", "abc", "0", "00", "3a6f70", /* ":op" */
+        "31323a", /* "12:" */
+        "6e6f636f6c6f6e", /* "nocolon" */
+        "31783a6f70", /* "1x:op" */
+        "2d313a6f70", /* "-1:op" */
+        "31003a6f70", /* NUL inside */
+        "3939393939393939393939393939393939393939393a6f70", /* 21 digits */
+        longtok, "MTIzOm9w",
+    };
+    for (size_t i = 0; i < sizeof bad_tokens / sizeof bad_tokens[0]; i++) {
+        page = (json_t *)&page;
+        if (pb_store_operation_list(st, "p_1", "ins_1", 10, bad_tokens[i], &page) !=
+            PB_STORE_NOTFOUND)
+            fprintf(stderr, "token accepted: %s\n", bad_tokens[i]);
+        CU_ASSERT_PTR_NULL(page);
+    }
+    /* Upper-case hex is still hex. */
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_1", 2, "313A6F705F303032", &ids, tok), PB_STORE_OK);
+
+    /* Scoped by installation and project. */
+    CU_ASSERT_EQUAL(list_page(st, "p_1", "ins_2", 100, NULL, &ids, tok), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(ids, "op_x2");
+    CU_ASSERT_STRING_EQUAL(tok, "");
+    CU_ASSERT_EQUAL(pb_store_operation_list(st, "p_2", "ins_1", 100, NULL, &page), PB_STORE_OK);
+    CU_ASSERT_TRUE(jeq(page, "{\"operations\": []}"));
+    json_decref(page);
+    CU_ASSERT_EQUAL(pb_store_operation_list(st, "p_1", "ins_nope", 100, NULL, &page),
+                    PB_STORE_OK);
+    CU_ASSERT_TRUE(jeq(page, "{\"operations\": []}"));
+    json_decref(page);
+    CU_ASSERT_EQUAL(pb_store_operation_list(st, "p_1", NULL, 100, NULL, &page), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_list(st, NULL, "ins_1", 100, NULL, &page), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_list(st, "p_1", "ins_1", 100, NULL, NULL), PB_STORE_ERR);
+    wfix_close(&f);
+}
+
+static void test_operation_claim(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    pb_store *st = f.st;
+    const long long T = T_FIXED;
+    CU_ASSERT_EQUAL(mkop(&f, "d1", "ins_1", T - 3000, T + HOUR_MS), PB_STORE_OK);
+    CU_ASSERT_EQUAL(mkop(&f, "d2", "ins_2", T - 2000, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(mkop(&f, "d3", "ins_1", T - 1000, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(mkop(&f, "fut", "ins_1", T + MIN_MS, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(mkop(&f, "idle", "ins_1", -1, -1), PB_STORE_OK);
+    json_t *op = json_pack("{s:s, s:s, s:s, s:s}", "id", "sync", "integrationId", f.crm,
+                           "installationId", "ins_1", "status", "success");
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, NULL), PB_STORE_OK);
+    json_decref(op);
+
+    /* Due ones, oldest first, at most max. */
+    json_t *c = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_claim(st, "w_a", T, T + 30000, 2, &c), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(c), 2);
+    CU_ASSERT_TRUE(jeqf(json_array_get(c, 0),
+                        "{\"id\": \"d1\", \"projectId\": \"p_1\", \"integrationId\": \"%s\","
+                        " \"installationId\": \"ins_1\", \"request\": {\"kind\": \"single\"},"
+                        " \"attempts\": 0, \"deadlineAt\": %lld}",
+                        f.crm, T + HOUR_MS));
+    CU_ASSERT_TRUE(jeqf(json_array_get(c, 1),
+                        "{\"id\": \"d2\", \"projectId\": \"p_1\", \"integrationId\": \"%s\","
+                        " \"installationId\": \"ins_2\", \"request\": {\"kind\": \"single\"},"
+                        " \"attempts\": 0, \"deadlineAt\": null}",
+                        f.crm));
+    json_decref(c);
+    CU_ASSERT_EQUAL(raw_intf(f.db,
+                             "SELECT count(*) FROM operations WHERE id IN ('d1', 'd2')"
+                             " AND claimed_by = 'w_a' AND claimed_until = %lld"
+                             " AND next_attempt_at = %lld AND status = 'in_progress'",
+                             T + 30000, T + 30000),
+                    2);
+    /* Already claimed ones are not handed out again. */
+    CU_ASSERT_STRING_EQUAL(claim(st, "w_b", T, T + 40000, 10), "d3");
+    CU_ASSERT_STRING_EQUAL(claim(st, "w_b", T, T + 40000, 10), "");
+    CU_ASSERT_STRING_EQUAL(claim(st, "w_c", T + 29999, T + 50000, 10), "");
+    /* Expired claims are due again. */
+    const char *one = claim(st, "w_c", T + 30000, T + 90000, 1);
+    CU_ASSERT_TRUE(strcmp(one, "d1") == 0 || strcmp(one, "d2") == 0);
+    CU_ASSERT_STRING_EQUAL(claim(st, "w_c", T + 30000, T + 90000, 5),
+                           strcmp(one, "d1") == 0 ? "d2" : "d1");
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE claimed_by = 'w_c'"), 2);
+    CU_ASSERT_STRING_EQUAL(claim(st, "w_d", T + MIN_MS, T + 70000, 10), "d3,fut");
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE claimed_by = 'w_d'"), 2);
+    /* Never: nothing scheduled, or finished. */
+    /* Ties in next_attempt_at come in any order. */
+    const char *two = claim(st, "w_e", T + 1000000000LL, T + 1000000001LL, 2);
+    CU_ASSERT_TRUE(strcmp(two, "d3,fut") == 0 || strcmp(two, "fut,d3") == 0);
+    two = claim(st, "w_e", T + 1000000000LL, T + 1000000001LL, 10);
+    CU_ASSERT_TRUE(strcmp(two, "d1,d2") == 0 || strcmp(two, "d2,d1") == 0);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE claimed_by IS NOT NULL"
+                                  " AND id IN ('idle', 'sync')"),
+                    0);
+
+    /* max 0 claims nothing; bad arguments. */
+    CU_ASSERT_EQUAL(pb_store_operation_claim(st, "w", T + 2000000000LL, T + 2000000001LL, 0, &c),
+                    PB_STORE_OK);
+    CU_ASSERT_TRUE(jeq(c, "[]"));
+    json_decref(c);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE claimed_by = 'w'"), 0);
+    c = (json_t *)&c;
+    CU_ASSERT_EQUAL(pb_store_operation_claim(st, "w", T, T, 5, &c), PB_STORE_ERR);
+    CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT_EQUAL(pb_store_operation_claim(st, NULL, T, T + 1, 5, &c), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_claim(st, "", T, T + 1, 5, &c), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_claim(st, "w", T, T + 1, 5, NULL), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_claim(NULL, "w", T, T + 1, 5, &c), PB_STORE_ERR);
+    wfix_close(&f);
+}
+
+enum { CLAIM_OPS = 300, CLAIMERS = 4 };
+
+struct claimer {
+    pb_store *st;
+    char owner[16];
+    json_t *ids;
+    int failures;
+};
+
+static void *claimer_main(void *arg)
+{
+    struct claimer *w = arg;
+    for (;;) {
+        json_t *c = NULL;
+        if (pb_store_operation_claim(w->st, w->owner, T_FIXED, T_FIXED + HOUR_MS, 3, &c) != 0) {
+            w->failures++;
+            break;
+        }
+        size_t n = json_array_size(c), i;
+        json_t *e;
+        json_array_foreach(c, i, e)
+        {
+            json_array_append(w->ids, json_object_get(e, "id"));
+        }
+        json_decref(c);
+        if (n == 0)
+            break;
+    }
+    return NULL;
+}
+
+/* Two handles on one file, as two processes would have: every due
+ * operation is claimed exactly once. */
+static void test_operation_claim_two_stores(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    CU_ASSERT_EQUAL(raw_exec(f.db, "BEGIN"), SQLITE_OK);
+    for (int i = 0; i < CLAIM_OPS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "c_%03d", i);
+        CU_ASSERT_EQUAL(mkop(&f, id, i % 2 ? "ins_1" : "ins_2", T_FIXED - i, -1), PB_STORE_OK);
+    }
+    CU_ASSERT_EQUAL(raw_exec(f.db, "COMMIT"), SQLITE_OK);
+    pb_store *st2 = open_path(f.path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st2);
+    pthread_t th[CLAIMERS];
+    struct claimer w[CLAIMERS];
+    for (int i = 0; i < CLAIMERS; i++) {
+        w[i] = (struct claimer){i % 2 ? st2 : f.st, "", json_array(), 0};
+        snprintf(w[i].owner, sizeof w[i].owner, "node_%d", i);
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, claimer_main, &w[i]), 0);
+    }
+    json_t *seen = json_object();
+    int total = 0, dups = 0;
+    for (int i = 0; i < CLAIMERS; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(w[i].failures, 0);
+        size_t k;
+        json_t *id;
+        json_array_foreach(w[i].ids, k, id)
+        {
+            if (json_object_get(seen, json_string_value(id)))
+                dups++;
+            json_object_set_new(seen, json_string_value(id), json_true());
+            total++;
+        }
+        /* Each id is recorded as claimed by the one that got it. */
+        CU_ASSERT_EQUAL(raw_intf(f.db, "SELECT count(*) FROM operations WHERE claimed_by = '%s'",
+                                 w[i].owner),
+                        (long long)json_array_size(w[i].ids));
+        json_decref(w[i].ids);
+    }
+    CU_ASSERT_EQUAL(dups, 0);
+    CU_ASSERT_EQUAL(total, CLAIM_OPS);
+    CU_ASSERT_EQUAL(json_object_size(seen), CLAIM_OPS);
+    json_decref(seen);
+    CU_ASSERT_STRING_EQUAL(claim(st2, "late", T_FIXED, T_FIXED + 1, 10), "");
+    pb_store_close(st2);
+    wfix_close(&f);
+}
+
+static void test_operation_finish_retry(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    pb_store *st = f.st;
+    const long long T = T_FIXED;
+    json_t *op = json_pack("{s:s, s:s, s:s, s:{s:[s]}, s:I}", "id", "op_r", "integrationId",
+                           f.crm, "installationId", "ins_1", "metadata", "objects", "contacts",
+                           "nextAttemptAt", (json_int_t)T);
+    CU_ASSERT_EQUAL(pb_store_operation_create(st, "p_1", op, NULL), PB_STORE_OK);
+    json_decref(op);
+    CU_ASSERT_EQUAL(raw_execf(f.db, "UPDATE operations SET created_at = %lld", T), SQLITE_OK);
+
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T, T + 30000, 10), "op_r");
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "op_r", 1, T + 5000, "HTTP 503: busy", T + 100),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(raw_intf(f.db,
+                             "SELECT count(*) FROM operations WHERE id = 'op_r'"
+                             " AND status = 'in_progress' AND attempts = 1"
+                             " AND last_attempt_at = %lld AND next_attempt_at = %lld"
+                             " AND claimed_by IS NULL AND claimed_until IS NULL"
+                             " AND updated_at = %lld",
+                             T + 100, T + 5000, T + 100),
+                    1);
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_r", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(jeq(json_object_get(g, "metadata"),
+                       "{\"objects\": [\"contacts\"], \"lastError\": \"HTTP 503: busy\","
+                       " \"retry\": {\"attempts\": 1, \"lastAttempt\": \"" T_FIXED_STR "\"}}"));
+    CU_ASSERT_STRING_EQUAL(jstr(g, "status"), "in_progress");
+    json_decref(g);
+    /* Due again at the time given, with its attempts. */
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T + 4999, T + 30000, 10), "");
+    json_t *c = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_claim(st, "w", T + 5000, T + 35000, 10, &c), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(c), 1);
+    CU_ASSERT_EQUAL(jint(json_array_get(c, 0), "attempts"), 1);
+    json_decref(c);
+    /* No new error text: the last one stays. */
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "op_r", 2, T + 9000, NULL, T + 5100),
+                    PB_STORE_OK);
+    CU_ASSERT_TRUE(raw_json_eq(raw_text(f.db, "SELECT metadata FROM operations"
+                                              " WHERE id = 'op_r'"),
+                               "{\"objects\": [\"contacts\"], \"lastError\": \"HTTP 503: busy\"}"));
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T + 9000, T + 40000, 10), "op_r");
+
+    /* Finish: status, result, merged metadata, attempts; claim and
+     * schedule cleared. A null member removes the key. */
+    json_t *md = J("{\"successfulRecordIds\": [\"r1\"], \"lastError\": null}");
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_r", "success", "written", md, 3, T + 9500),
+                    PB_STORE_OK);
+    json_decref(md);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_r", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(jeqf(g,
+                        "{\"id\": \"op_r\", \"projectId\": \"p_1\", \"integrationId\": \"%s\","
+                        " \"installationId\": \"ins_1\", \"actionType\": \"write\","
+                        " \"status\": \"success\", \"result\": \"written\","
+                        " \"metadata\": {\"objects\": [\"contacts\"],"
+                        " \"successfulRecordIds\": [\"r1\"], \"retry\": {\"attempts\": 3,"
+                        " \"lastAttempt\": \"2026-11-26T12:00:09Z\"}},"
+                        " \"createTime\": \"" T_FIXED_STR "\","
+                        " \"updateTime\": \"2026-11-26T12:00:09Z\"}",
+                        f.crm));
+    json_decref(g);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE id = 'op_r'"
+                                  " AND next_attempt_at IS NULL AND claimed_by IS NULL"
+                                  " AND claimed_until IS NULL"),
+                    1);
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T + 1000000000LL, T + 1000000001LL, 10), "");
+    /* A finished operation stays finished. */
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_r", "failure", "late", NULL, 4, T + 9600),
+                    PB_STORE_CONFLICT);
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "op_r", 4, T + 9900, "x", T + 9600),
+                    PB_STORE_CONFLICT);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT attempts FROM operations WHERE id = 'op_r'"), 3);
+
+    /* Failure without result or metadata keeps the metadata. */
+    CU_ASSERT_EQUAL(mkop(&f, "op_f", "ins_1", T, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_f", "failure", NULL, NULL, 1, T + 10),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_f", &g), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "status"), "failure");
+    CU_ASSERT_FALSE(has(g, "result"));
+    CU_ASSERT_TRUE(jeq(json_object_get(g, "metadata"),
+                       "{\"retry\": {\"attempts\": 1, \"lastAttempt\": \"" T_FIXED_STR "\"}}"));
+    json_decref(g);
+
+    /* Texts that are not UTF-8 are kept, odd bytes replaced. */
+    CU_ASSERT_EQUAL(mkop(&f, "op_u", "ins_1", T, -1), PB_STORE_OK);
+    const char *odd = "bad \xff\xfe \xc3\xa9 \xed\xa0\x80 \xe2\x82";
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "op_u", 1, T, odd, T), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_u", &g), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_object_get(g, "metadata"),
+                                                             "lastError")),
+                           "bad ?? \xc3\xa9 ??? ??");
+    json_decref(g);
+    odd = "\xf4\x90\x80\x80 \xf0\x9f\x98\x80";
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_u", "failure", odd, NULL, 2, T),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "op_u", &g), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(jstr(g, "result"), "???? \xf0\x9f\x98\x80");
+    json_decref(g);
+
+    /* Unknown operations and bad arguments. */
+    CU_ASSERT_EQUAL(mkop(&f, "op_b", "ins_1", T, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_nope", "success", NULL, NULL, 1, T),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "op_nope", 1, T, NULL, T), PB_STORE_NOTFOUND);
+    json_t *arr = json_array();
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_b", "in_progress", NULL, NULL, 1, T),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_b", NULL, NULL, NULL, 1, T), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_b", "success", NULL, arr, 1, T),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "op_b", "success", NULL, NULL, -1, T),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, NULL, "success", NULL, NULL, 1, T),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_finish(NULL, "op_b", "success", NULL, NULL, 1, T),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "op_b", 1, -1, NULL, T), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "op_b", -1, T, NULL, T), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, NULL, 1, T, NULL, T), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_operation_retry(NULL, "op_b", 1, T, NULL, T), PB_STORE_ERR);
+    json_decref(arr);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE id = 'op_b'"
+                                  " AND status = 'in_progress' AND attempts = 0"),
+                    1);
+    wfix_close(&f);
+}
+
+#define BUCKET "ins_1/contacts/create"
+
+/* Queues write number i of p_1 at T_FIXED + i (flush after a minute,
+ * deadline after an hour) with new operation id "aop_<i>"; op_out gets the
+ * operation it joined. */
+static int queue_one(pb_store *st, const char *integration, const char *inst, const char *type,
+                     const char *key, int i, char op_out[64])
+{
+    char rec[64], new_id[32];
+    snprintf(rec, sizeof rec, "{\"record\": {\"email\": \"u%d@x\"}}", i);
+    snprintf(new_id, sizeof new_id, "aop_%03d", i);
+    json_t *r = J(rec);
+    long long now = T_FIXED + i;
+    int rc = pb_store_queue_add(st, "p_1", integration, inst, "contacts", type, r, key, new_id,
+                                now, now + MIN_MS, now + HOUR_MS, op_out, 64);
+    json_decref(r);
+    return rc;
+}
+
+static void test_queue_add_buckets(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    pb_store *st = f.st;
+    const long long T = T_FIXED;
+    char op[64];
+    int wrong = 0;
+    for (int i = 0; i < 250; i++) {
+        /* The integration is the installation's. */
+        char rec[64], new_id[32];
+        snprintf(rec, sizeof rec, "{\"record\": {\"email\": \"u%d@x\"}}", i);
+        snprintf(new_id, sizeof new_id, "aop_%03d", i);
+        json_t *r = J(rec);
+        long long now = T + i;
+        CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "contacts", "create", r,
+                                           BUCKET, new_id, now, now + MIN_MS, now + HOUR_MS, op,
+                                           sizeof op),
+                        PB_STORE_OK);
+        json_decref(r);
+        const char *want = i < 100 ? "aop_000" : i < 200 ? "aop_100" : "aop_200";
+        if (strcmp(op, want) != 0)
+            wrong++;
+    }
+    CU_ASSERT_EQUAL(wrong, 0);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations"), 3);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"
+                                  " WHERE operation_id = 'aop_000'"),
+                    100);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"
+                                  " WHERE operation_id = 'aop_100'"),
+                    100);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"
+                                  " WHERE operation_id = 'aop_200'"),
+                    50);
+    /* Full buckets are due when the 100th write arrived; the last one at
+     * its first write's flush time. Deadlines are the first write's. */
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT next_attempt_at FROM operations WHERE id = 'aop_000'"),
+                    T + 99);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT next_attempt_at FROM operations WHERE id = 'aop_100'"),
+                    T + 199);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT next_attempt_at FROM operations WHERE id = 'aop_200'"),
+                    T + 200 + MIN_MS);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT deadline_at FROM operations WHERE id = 'aop_100'"),
+                    T + 100 + HOUR_MS);
+    CU_ASSERT_EQUAL(raw_intf(f.db,
+                             "SELECT count(*) FROM write_queue WHERE operation_id = 'aop_100'"
+                             " AND first_enqueued_at = %lld AND flush_at = %lld"
+                             " AND deadline_at = %lld AND state = 'open'"
+                             " AND installation_id = 'ins_1' AND object_name = 'contacts'"
+                             " AND write_type = 'create' AND bucket_key = '" BUCKET "'"
+                             " AND result IS NULL",
+                             T + 100, T + 100 + MIN_MS, T + 100 + HOUR_MS),
+                    100);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(DISTINCT created_at) FROM write_queue"
+                                  " WHERE operation_id = 'aop_200'"),
+                    50);
+    CU_ASSERT_TRUE(raw_json_eq(raw_text(f.db, "SELECT request FROM operations"
+                                              " WHERE id = 'aop_000'"),
+                               "{\"kind\": \"autobatch\", \"object\": \"contacts\","
+                               " \"type\": \"create\"}"));
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "aop_200", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(jeqf(g,
+                        "{\"id\": \"aop_200\", \"projectId\": \"p_1\", \"integrationId\": \"%s\","
+                        " \"installationId\": \"ins_1\", \"actionType\": \"write\","
+                        " \"status\": \"in_progress\", \"metadata\": {\"objects\": [\"contacts\"],"
+                        " \"retry\": {\"attempts\": 0}}, \"createTime\": \"" T_FIXED_STR "\","
+                        " \"updateTime\": \"" T_FIXED_STR "\"}",
+                        f.crm));
+    json_decref(g);
+
+    /* The queued writes in arrival order. */
+    json_t *items = NULL;
+    CU_ASSERT_EQUAL(pb_store_queue_items(st, "aop_200", &items), PB_STORE_OK);
+    CU_ASSERT_EQUAL_FATAL(json_array_size(items), 50);
+    long long first_id = raw_int(f.db, "SELECT min(id) FROM write_queue"
+                                       " WHERE operation_id = 'aop_200'");
+    CU_ASSERT_TRUE(jeqf(json_array_get(items, 0),
+                        "{\"id\": %lld, \"record\": {\"record\": {\"email\": \"u200@x\"}}}",
+                        first_id));
+    int order_ok = 1;
+    for (size_t i = 1; i < 50; i++) {
+        json_t *it = json_array_get(items, i), *prev = json_array_get(items, i - 1);
+        char want[32];
+        snprintf(want, sizeof want, "u%zu@x", 200 + i);
+        const char *email =
+            json_string_value(json_object_get(json_object_get(json_object_get(it, "record"),
+                                                              "record"),
+                                              "email"));
+        if (jint(it, "id") <= jint(prev, "id") || !email || strcmp(email, want) != 0)
+            order_ok = 0;
+    }
+    CU_ASSERT_TRUE(order_ok);
+    json_decref(items);
+
+    /* Full buckets go at once, the partial one at its flush time. */
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T + 250, T + 10 * MIN_MS, 10), "aop_000,aop_100");
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue WHERE state = 'sending'"),
+                    200);
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T + 200 + MIN_MS - 1, T + 200 + MIN_MS + 30000, 10), "");
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue WHERE state = 'open'"), 50);
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T + 200 + MIN_MS, T + 200 + MIN_MS + 30000, 10),
+                           "aop_200");
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue WHERE state = 'sending'"),
+                    250);
+
+    /* Other keys are other buckets. */
+    char op2[64], op3[64];
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_1", "update", "ins_1/contacts/update", 300, op2),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(op2, "aop_300");
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_2", "create", "ins_2/contacts/create", 301, op3),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(op3, "aop_301");
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_1", "update", "ins_1/contacts/update", 302, op2),
+                    PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(op2, "aop_300");
+    CU_ASSERT_TRUE(raw_json_eq(raw_text(f.db, "SELECT request FROM operations"
+                                              " WHERE id = 'aop_300'"),
+                               "{\"kind\": \"autobatch\", \"object\": \"contacts\","
+                               " \"type\": \"update\"}"));
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations"), 5);
+    wfix_close(&f);
+}
+
+/* A claimed (or retried, or finished) batch takes no more writes. */
+static void test_queue_claimed_bucket(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    pb_store *st = f.st;
+    const long long T = T_FIXED;
+    char op[64];
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_1", "create", BUCKET, i, op), PB_STORE_OK);
+        CU_ASSERT_STRING_EQUAL(op, "aop_000");
+    }
+    CU_ASSERT_STRING_EQUAL(claim(st, "w", T + MIN_MS, T + 2 * MIN_MS, 10), "aop_000");
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"
+                                  " WHERE operation_id = 'aop_000' AND state = 'sending'"),
+                    3);
+    /* The next write opens a new bucket. */
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_1", "create", BUCKET, 3, op), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(op, "aop_003");
+    /* Still closed after a retry released the claim. */
+    CU_ASSERT_EQUAL(pb_store_operation_retry(st, "aop_000", 1, T + 5 * MIN_MS, "HTTP 502",
+                                             T + MIN_MS),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_1", "create", BUCKET, 4, op), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(op, "aop_003");
+    json_t *items = NULL;
+    CU_ASSERT_EQUAL(pb_store_queue_items(st, "aop_000", &items), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(items), 3);
+    json_decref(items);
+    CU_ASSERT_EQUAL(pb_store_queue_items(st, "aop_003", &items), PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(items), 2);
+    json_decref(items);
+    /* Its rows stay 'sending' until it ends, then 'done'. */
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"
+                                  " WHERE operation_id = 'aop_000' AND state = 'sending'"),
+                    3);
+    json_t *md = J("{\"successfulRecordIds\": [\"a\", \"b\", \"c\"]}");
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "aop_000", "success", "sent", md, 2,
+                                              T + 5 * MIN_MS + 10),
+                    PB_STORE_OK);
+    json_decref(md);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"
+                                  " WHERE operation_id = 'aop_000' AND state = 'done'"),
+                    3);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"
+                                  " WHERE operation_id = 'aop_003' AND state = 'open'"),
+                    2);
+    json_t *g = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_get(st, "p_1", "aop_000", &g), PB_STORE_OK);
+    CU_ASSERT_TRUE(jeq(json_object_get(g, "metadata"),
+                       "{\"objects\": [\"contacts\"], \"lastError\": \"HTTP 502\","
+                       " \"successfulRecordIds\": [\"a\", \"b\", \"c\"],"
+                       " \"retry\": {\"attempts\": 2,"
+                       " \"lastAttempt\": \"2026-11-26T12:05:00Z\"}}"));
+    json_decref(g);
+    /* A bucket whose operation was finished without a claim is closed too. */
+    CU_ASSERT_EQUAL(pb_store_operation_finish(st, "aop_003", "failure", "deadline", NULL, 0, T),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_1", "create", BUCKET, 5, op), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(op, "aop_005");
+
+    /* Failures write nothing. */
+    long long ops = raw_int(f.db, "SELECT count(*) FROM operations");
+    long long rows = raw_int(f.db, "SELECT count(*) FROM write_queue");
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_nope", "create", "ins_nope/c", 10, op),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_STRING_EQUAL(op, "");
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_s", "create", "ins_s/c", 11, op),
+                    PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_9", "create", "ins_9/c", 12, op),
+                    PB_STORE_NOTFOUND);
+    /* A new bucket needs a fresh operation id. */
+    CU_ASSERT_EQUAL(queue_one(st, f.crm, "ins_2", "create", "ins_2/c", 0, op),
+                    PB_STORE_CONFLICT);
+    json_t *r = J("{\"record\": {}}"), *arr = J("[]");
+    char small[4];
+    CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "contacts", "create", r,
+                                       BUCKET, "aop_900", T, T, T, small, sizeof small),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "contacts", "create", arr,
+                                       BUCKET, "aop_900", T, T, T, op, sizeof op),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "contacts", "create", r, NULL,
+                                       "aop_900", T, T, T, op, sizeof op),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "contacts", "create", r,
+                                       BUCKET, NULL, T, T, T, op, sizeof op),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "", "create", r, BUCKET,
+                                       "aop_900", T, T, T, op, sizeof op),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "contacts", "create", r,
+                                       BUCKET, "aop_900", T, -1, T, op, sizeof op),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_add(st, "p_1", f.crm, "ins_1", "contacts", "create", r,
+                                       BUCKET, "aop_900", T, T, T, NULL, 64),
+                    PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_add(NULL, "p_1", f.crm, "ins_1", "contacts", "create", r,
+                                       BUCKET, "aop_900", T, T, T, op, sizeof op),
+                    PB_STORE_ERR);
+    json_decref(r);
+    json_decref(arr);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations"), ops);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"), rows);
+
+    /* Items of unknown operations, and of one without queued writes. */
+    items = (json_t *)&items;
+    CU_ASSERT_EQUAL(pb_store_queue_items(st, "op_nope", &items), PB_STORE_NOTFOUND);
+    CU_ASSERT_PTR_NULL(items);
+    CU_ASSERT_EQUAL(mkop(&f, "op_plain", "ins_1", T, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_queue_items(st, "op_plain", &items), PB_STORE_OK);
+    CU_ASSERT_TRUE(jeq(items, "[]"));
+    json_decref(items);
+    CU_ASSERT_EQUAL(pb_store_queue_items(st, NULL, &items), PB_STORE_ERR);
+    CU_ASSERT_EQUAL(pb_store_queue_items(st, "op_plain", NULL), PB_STORE_ERR);
+    wfix_close(&f);
+}
+
+enum { RACE_WRITES = 400 };
+
+struct race {
+    struct wfix *f;
+    pb_store *st;
+    atomic_int done;
+    int writer_failures, claimer_failures;
+    json_t *joined;  /* operation ids the writer was given */
+    json_t *claimed; /* operation id -> item count seen right after the claim */
+};
+
+static void *race_writer(void *arg)
+{
+    struct race *r = arg;
+    for (int i = 0; i < RACE_WRITES; i++) {
+        char op[64], new_id[32];
+        snprintf(new_id, sizeof new_id, "race_%03d", i);
+        json_t *rec = json_pack("{s:{s:i}}", "record", "n", i);
+        /* Already past its flush time: claimable at once. */
+        if (pb_store_queue_add(r->f->st, "p_1", r->f->crm, "ins_1", "contacts", "create", rec,
+                               BUCKET, new_id, T_FIXED, T_FIXED - 1, T_FIXED + HOUR_MS, op,
+                               sizeof op) != PB_STORE_OK)
+            r->writer_failures++;
+        else
+            json_object_set_new(r->joined, op, json_true());
+        json_decref(rec);
+        /* Lets the claimer in between writes (SQLite's busy wait backs
+         * off in milliseconds). */
+        if (i % 8 == 0)
+            usleep(2000);
+    }
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+static void *race_claimer(void *arg)
+{
+    struct race *r = arg;
+    for (;;) {
+        int was_done = atomic_load(&r->done);
+        json_t *c = NULL;
+        if (pb_store_operation_claim(r->st, "claimer", T_FIXED, T_FIXED + HOUR_MS, 10, &c) != 0) {
+            r->claimer_failures++;
+            break;
+        }
+        size_t i;
+        json_t *e;
+        json_array_foreach(c, i, e)
+        {
+            json_t *items = NULL;
+            if (pb_store_queue_items(r->st, jstr(e, "id"), &items) != 0)
+                r->claimer_failures++;
+            json_object_set_new(r->claimed, jstr(e, "id"),
+                                json_integer((json_int_t)json_array_size(items)));
+            json_decref(items);
+        }
+        size_t n = json_array_size(c);
+        json_decref(c);
+        if (was_done && n == 0)
+            break;
+        if (n == 0)
+            usleep(200);
+    }
+    return NULL;
+}
+
+/* A writer and a claimer on two handles: a write either joins a batch
+ * before its claim or lands in a later one; none is lost. */
+static void test_queue_claim_race(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    pb_store *st2 = open_path(f.path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st2);
+    struct race r = {.f = &f, .st = st2, .joined = json_object(), .claimed = json_object()};
+    atomic_init(&r.done, 0);
+    pthread_t tw, tc;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&tc, NULL, race_claimer, &r), 0);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&tw, NULL, race_writer, &r), 0);
+    pthread_join(tw, NULL);
+    pthread_join(tc, NULL);
+    CU_ASSERT_EQUAL(r.writer_failures, 0);
+    CU_ASSERT_EQUAL(r.claimer_failures, 0);
+    long long total = 0;
+    int grew = 0, missing = 0;
+    const char *id;
+    json_t *v;
+    json_object_foreach(r.claimed, id, v)
+    {
+        json_t *items = NULL;
+        CU_ASSERT_EQUAL(pb_store_queue_items(f.st, id, &items), PB_STORE_OK);
+        if ((json_int_t)json_array_size(items) != json_integer_value(v))
+            grew++;
+        total += json_integer_value(v);
+        json_decref(items);
+    }
+    json_object_foreach(r.joined, id, v)
+    {
+        if (!json_object_get(r.claimed, id))
+            missing++;
+    }
+    /* Every write sits in some batch of at most 100 (how many partial
+     * batches the claimer cut depends on timing). */
+    CU_ASSERT_TRUE(json_object_size(r.claimed) >= RACE_WRITES / 100);
+    CU_ASSERT_EQUAL(grew, 0);
+    CU_ASSERT_EQUAL(missing, 0);
+    CU_ASSERT_EQUAL(total, RACE_WRITES);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue WHERE state = 'sending'"),
+                    RACE_WRITES);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT max(c) FROM (SELECT count(*) AS c FROM write_queue"
+                                  " GROUP BY operation_id)") <= 100,
+                    1);
+    json_decref(r.joined);
+    json_decref(r.claimed);
+    pb_store_close(st2);
+    wfix_close(&f);
+}
+
+/* Everything acknowledged is on disk: another connection sees it at once,
+ * and a reopened store carries on where the old one stopped. */
+static void test_write_api_persistence(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    const long long T = T_FIXED;
+    char op[64];
+    for (int i = 0; i < 5; i++) {
+        CU_ASSERT_EQUAL(queue_one(f.st, f.crm, "ins_1", "create", BUCKET, i, op), PB_STORE_OK);
+        /* Committed before the call returned. */
+        CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"), i + 1);
+    }
+    CU_ASSERT_EQUAL(mkop(&f, "op_async", "ins_1", T, T + HOUR_MS), PB_STORE_OK);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", "op_sync", "integrationId", f.crm,
+                          "installationId", "ins_1", "status", "success", "result", "ok");
+    CU_ASSERT_EQUAL(pb_store_operation_create(f.st, "p_1", o, NULL), PB_STORE_OK);
+    json_decref(o);
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "w", T, T + MIN_MS, 10), "op_async");
+    CU_ASSERT_EQUAL(mkop(&f, "op_retry", "ins_2", T, -1), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "w", T, T + MIN_MS, 10), "op_retry");
+    CU_ASSERT_EQUAL(pb_store_operation_retry(f.st, "op_retry", 1, T + 2 * MIN_MS, "timeout", T),
+                    PB_STORE_OK);
+
+    json_t *list1 = NULL, *list2 = NULL, *items = NULL, *g1 = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_list(f.st, "p_1", "ins_1", 100, NULL, &list1),
+                    PB_STORE_OK);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(list1, "operations")), 3);
+    CU_ASSERT_EQUAL(pb_store_queue_items(f.st, "aop_000", &items), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_get(f.st, "p_1", "op_retry", &g1), PB_STORE_OK);
+    pb_store_close(f.st);
+
+    f.st = open_path(f.path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f.st);
+    json_t *v = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_list(f.st, "p_1", "ins_1", 100, NULL, &list2),
+                    PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(list1, list2));
+    CU_ASSERT_EQUAL(pb_store_queue_items(f.st, "aop_000", &v), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(items, v));
+    CU_ASSERT_EQUAL(json_array_size(v), 5);
+    json_decref(v);
+    CU_ASSERT_EQUAL(pb_store_operation_get(f.st, "p_1", "op_retry", &v), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(g1, v));
+    json_decref(v);
+    /* Claims, schedules and buckets survive too. */
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "w2", T + 1, T + MIN_MS, 10), "");
+    CU_ASSERT_EQUAL(queue_one(f.st, f.crm, "ins_1", "create", BUCKET, 5, op), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(op, "aop_000");
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "w2", T + MIN_MS, T + 3 * MIN_MS, 10),
+                           "aop_000,op_async");
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "w2", T + 2 * MIN_MS, T + 3 * MIN_MS, 10), "op_retry");
+    json_decref(list1);
+    json_decref(list2);
+    json_decref(items);
+    json_decref(g1);
+    wfix_close(&f);
+}
+
 int main(int argc, char **argv)
 {
     CU_TestInfo tests[] = {
@@ -2310,6 +3518,15 @@ int main(int argc, char **argv)
         {"activity_bulk", test_activity_bulk},
         {"activity_generation", test_activity_generation},
         {"rate_limits", test_rate_limits},
+        {"operation_create_get", test_operation_create_get},
+        {"operation_list_paging", test_operation_list_paging},
+        {"operation_claim", test_operation_claim},
+        {"operation_claim_two_stores", test_operation_claim_two_stores},
+        {"operation_finish_retry", test_operation_finish_retry},
+        {"queue_add_buckets", test_queue_add_buckets},
+        {"queue_claimed_bucket", test_queue_claimed_bucket},
+        {"queue_claim_race", test_queue_claim_race},
+        {"write_api_persistence", test_write_api_persistence},
         CU_TEST_INFO_NULL,
     };
     return pbt_main(argc, argv, "store", tests);
