@@ -50,6 +50,10 @@ struct pb_store {
     /* pb_store_generation(): bumped after each committed write to api_keys,
      * integrations, connections or installations (and projects). */
     _Atomic uint64_t generation;
+    /* Commits by other processes (the CLI beside a running server) are
+     * seen through PRAGMA data_version, polled at most twice a second. */
+    _Atomic int64_t data_version_checked_ms;
+    int64_t data_version;
 };
 
 /* Numbered migrations: migrations[i] is version i + 1, a NULL-terminated
@@ -624,6 +628,7 @@ int pb_store_open(const char *url, pb_store **out, char *err, size_t err_len)
     }
     /* Starts at 1, so a cache stamped 0 never looks current. */
     atomic_init(&st->generation, 1);
+    atomic_init(&st->data_version_checked_ms, 0);
     if (pthread_mutex_init(&st->mu, NULL) != 0) {
         free(st->path);
         free(st);
@@ -919,9 +924,41 @@ int pb_store_project_create_with_key(pb_store *st, const char *id, const char *n
  * any failure. gen_bump() follows each successful commit that changed a row
  * of api_keys, integrations, connections or installations. */
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Bumps the generation when another connection committed since the last
+ * look; one caller at a time does the look. */
+static void poll_data_version(pb_store *st)
+{
+    int64_t now = mono_ms();
+    int64_t last = atomic_load_explicit(&st->data_version_checked_ms, memory_order_acquire);
+    if (now - last < 500 ||
+        !atomic_compare_exchange_strong(&st->data_version_checked_ms, &last, now))
+        return;
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA data_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(s, 0);
+        if (st->data_version && v != st->data_version)
+            atomic_fetch_add_explicit(&st->generation, 1, memory_order_acq_rel);
+        st->data_version = v;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+}
+
 uint64_t pb_store_generation(pb_store *st)
 {
-    return st ? atomic_load_explicit(&st->generation, memory_order_acquire) : 0;
+    if (!st)
+        return 0;
+    poll_data_version(st);
+    return atomic_load_explicit(&st->generation, memory_order_acquire);
 }
 
 /* A non-empty string member, or NULL. */

@@ -1679,6 +1679,25 @@ static void test_installations(void)
 }
 
 /* Writes move the generation, reads and failed writes do not. */
+/* A commit through another handle (another process, the CLI) moves the
+ * generation too, within the polling interval. */
+static void test_generation_sees_other_handles(void)
+{
+    char *path = pbt_path("gen-other.db");
+    pb_store *a = open_path(path), *b = open_path(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    uint64_t before = pb_store_generation(a);
+    usleep(600 * 1000);
+    CU_ASSERT_EQUAL(pb_store_generation(a), before);
+    CU_ASSERT_EQUAL(pb_store_project_create(b, "prj_other", "other", NULL), PB_STORE_OK);
+    usleep(600 * 1000);
+    CU_ASSERT_TRUE(pb_store_generation(a) > before);
+    pb_store_close(a);
+    pb_store_close(b);
+    free(path);
+}
+
 static void test_generation(void)
 {
     char *path = fresh_path();
@@ -3527,6 +3546,7 @@ int main(int argc, char **argv)
         {"queue_claimed_bucket", test_queue_claimed_bucket},
         {"queue_claim_race", test_queue_claim_race},
         {"write_api_persistence", test_write_api_persistence},
+        {"generation_sees_other_handles", test_generation_sees_other_handles},
         CU_TEST_INFO_NULL,
     };
     return pbt_main(argc, argv, "store", tests);
