@@ -183,6 +183,37 @@ static void test_sdk_style(void)
     pbt_resp_free(&r);
 }
 
+/* Every style reaches every plugin: Nango style to HubSpot and Salesforce,
+ * SDK style to Salesforce. */
+static void test_styles_through_each_plugin(void)
+{
+    char auth[200], path[256];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+    struct pbt_resp r;
+    const char *hsh[] = {auth, "Provider-Config-Key: hs-int", "Connection-Id: customer-1", NULL};
+    size_t before = fake_count(hs, "GET", "/crm/v3/objects/deals");
+    CU_ASSERT_EQUAL(call("GET", "/proxy/crm/v3/objects/deals?limit=2", hsh, NULL, &r), 200);
+    CU_ASSERT_EQUAL(fake_count(hs, "GET", "/crm/v3/objects/deals"), before + 1);
+    pbt_resp_free(&r);
+    const char *sfh[] = {auth, "Provider-Config-Key: sf-int", "Connection-Id: customer-1", NULL};
+    before = fake_count(sf, "GET", "/services/data");
+    CU_ASSERT_EQUAL(call("GET", "/proxy/services/data/v60.0/sobjects/Contact/003000000000000AAA",
+                         sfh, NULL, &r),
+                    404);
+    CU_ASSERT_EQUAL(fake_count(sf, "GET", "/services/data"), before + 1);
+    pbt_resp_free(&r);
+    snprintf(path, sizeof path, "/sdk/%s/services/data/v60.0/sobjects/Lead/00Q000000000000AAA",
+             inst_sf);
+    const char *sdk[] = {auth, NULL};
+    CU_ASSERT_EQUAL(call("GET", path, sdk, NULL, &r), 404);
+    CU_ASSERT_EQUAL(fake_count(sf, "GET", "/services/data"), before + 2);
+    struct fake_req fr;
+    CU_ASSERT_EQUAL_FATAL(fake_last(sf, "GET", "/services/data/v60.0/sobjects/Lead", &fr), 0);
+    CU_ASSERT_STRING_EQUAL(fake_req_header(&fr, "Authorization"), "Bearer sf-access-1");
+    fake_req_free(&fr);
+    pbt_resp_free(&r);
+}
+
 static void test_salesforce_base_from_instance_url(void)
 {
     const char *h[6];
@@ -645,6 +676,7 @@ static CU_TestInfo tests[] = {
     {"nango_style", test_nango_style},
     {"sdk_style", test_sdk_style},
     {"salesforce_base_from_instance_url", test_salesforce_base_from_instance_url},
+    {"styles_through_each_plugin", test_styles_through_each_plugin},
     {"escape_attempts_refused", test_escape_attempts_refused},
     {"refusals", test_refusals},
     {"401_refreshes_once_and_retries", test_401_refreshes_once_and_retries},
