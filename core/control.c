@@ -1174,7 +1174,9 @@ json_t *pb_json_patch(const json_t *doc, const json_t *ops, struct pb_problem *p
         snprintf(name, sizeof name, "changes[%zu]", i);
         const char *op = json_string_value(json_object_get(o, "op"));
         const char *path = json_string_value(json_object_get(o, "path"));
-        json_t *value = json_object_get(o, "value");
+        /* A copy: later operations may change what this one inserts, and
+         * ops is borrowed. */
+        json_t *value = json_deep_copy(json_object_get(o, "value"));
         const char *why = NULL;
         if (!json_is_object(o) || !op || !path)
             why = "needs op and path";
@@ -1186,6 +1188,7 @@ json_t *pb_json_patch(const json_t *doc, const json_t *ops, struct pb_problem *p
             why = "cannot change the whole object";
         else
             why = apply_op(copy, op, path, value);
+        json_decref(value);
         if (why) {
             pb_problem_invalid(p, "body", name, "%s%s%s", why, path && *path ? ": " : "",
                                path && *path ? path : "");
@@ -1344,6 +1347,16 @@ int pb_ctl_oauth_connect(struct pb_app *app, const char *project_id, const json_
     pb_error_clear(&err);
     int rc = prov->vt->authorize_url(prov->state, &params, url, sizeof url, &err);
     json_decref(empty);
+    /* One vtable serves every catalog entry: the slot may exist while this
+     * provider has no authorization-code flow. */
+    if (rc == PB_EUNSUPPORTED) {
+        pb_buf_free(&sc);
+        pb_problem_set(p, 422, "unsupported-capability", "Unsupported capability",
+                       json_pack("[{s:s, s:s, s:s}]", "in", "body", "name", "provider", "detail",
+                                 err.message),
+                       "provider '%s' does not support oauth2_connect", provider);
+        return -1;
+    }
     if (rc != 0) {
         pb_buf_free(&sc);
         pb_problem_set(p, 422, "provider-config", "Provider cannot authorize", NULL,

@@ -60,6 +60,7 @@ struct call {
     int decompress;
     int attempts;
     int upload_failed;
+    const char *bad_header;   /* a header not fit to forward (see collect_header) */
     size_t bytes_out, bytes_in;
     int upstream_status;
     char error[128];
@@ -165,6 +166,13 @@ static int fail(struct call *c, unsigned status, const char *slug, const char *t
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
+    /* A detail quoting a header or path that is not UTF-8 could not become
+     * JSON, and the caller would get no answer at all. */
+    json_t *utf8 = json_string(detail);
+    for (char *q = detail; !utf8 && *q; q++)
+        if ((unsigned char)*q >= 0x80)
+            *q = '?';
+    json_decref(utf8);
     snprintf(c->error, sizeof c->error, "%s", title);
     if (c->style == STYLE_NANGO) {
         json_t *e = json_pack("{s:{s:s, s:s}}", "error", "code", nango_code(status, slug),
@@ -227,6 +235,17 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     (void)kind;
     if (!key || !value)
         return MHD_YES;
+    /* A name with spaces or controls ("Transfer-Encoding : chunked") or a
+     * value with CR or LF is refused (RFC 9112 5.1, RFC 9110 5.5): sent on,
+     * an upstream may read the header block differently than we did. */
+    int bad_name = !*key;
+    for (const char *p = key; *p; p++)
+        bad_name |= (unsigned char)*p <= 32 || (unsigned char)*p >= 127 || *p == ':';
+    if (bad_name || strpbrk(value, "\r\n")) {
+        if (!c->bad_header)
+            c->bad_header = bad_name ? "(a header name)" : key;
+        return MHD_YES;
+    }
     if (is_hop_by_hop(key, x->connection) || strcasecmp(key, "host") == 0 ||
         strcasecmp(key, "content-length") == 0 || strcasecmp(key, "expect") == 0 ||
         strcasecmp(key, "authorization") == 0 || strcasecmp(key, "x-api-key") == 0 ||
@@ -259,8 +278,9 @@ const char *pb_proxy_check_target(const char *path)
         return "the path must not start with '//'";
     for (const char *p = path; *p; p++) {
         unsigned char ch = (unsigned char)*p;
-        if (ch < 0x20 || ch == 0x7f || ch == '\\' || ch == ' ')
-            return "the path contains a control character, backslash or space";
+        /* '#' would end the path: "/..#" is a dot-segment once cut there. */
+        if (ch < 0x20 || ch == 0x7f || ch == '\\' || ch == ' ' || ch == '#')
+            return "the path contains a control character, backslash, space or '#'";
     }
     int len = 0;
     char *dec = curl_easy_unescape(NULL, path, 0, &len);
@@ -615,17 +635,23 @@ static int prepare(struct call *c, const char *inst_id, const char *target)
     c->log_path = pb_xstrdup(target);
     const char *cl = header(c, "Content-Length"), *te = header(c, "Transfer-Encoding");
     c->body_len = -1;
-    if (cl) {
+    /* Transfer-Encoding overrides Content-Length (RFC 9112 6.3): the body
+     * arrives as the server decoded it, of a length not known yet. */
+    if (te) {
+        c->has_body = 1;
+    } else if (cl) {
         c->body_len = strtoll(cl, NULL, 10);
         c->has_body = c->body_len > 0 || strcmp(r->method, "GET") != 0;
-    } else if (te) {
-        c->has_body = 1;
     }
     if (strcmp(r->method, "GET") == 0 && c->body_len <= 0 && !te)
         c->has_body = 0;
     c->replayable = 1;
     struct collect_ctx x = {c, header(c, "Connection")};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &x);
+    if (c->bad_header)
+        return fail(c, 400, "invalid-header", "Invalid header", c->bad_header,
+                    "header '%.100s' has a malformed name or a value with CR or LF",
+                    c->bad_header), -1;
     if (start_attempt(c, &why) != 0) {
         if (why)
             return fail(c, 400, "invalid-path", "Invalid path", NULL, "%s", why), -1;

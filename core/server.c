@@ -267,6 +267,22 @@ int pb_reply_problem(struct pb_request *r, unsigned status, const char *slug, co
     json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:b}", "type", type, "title", title,
                           "status", (int)status, "detail", detail ? detail : title, "requestId",
                           r->request_id, "retryable", retryable);
+    if (!p) {
+        /* The detail quotes input that is not UTF-8: answer without those bytes
+         * rather than not at all. */
+        char *d = pb_xstrdup(detail ? detail : title);
+        for (char *q = d; *q; q++)
+            if ((unsigned char)*q >= 0x80)
+                *q = '?';
+        p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:b}", "type", type, "title", title, "status",
+                      (int)status, "detail", d, "requestId", r->request_id, "retryable",
+                      retryable);
+        free(d);
+    }
+    if (!p) {
+        json_decref(issues);
+        return MHD_NO;
+    }
     if (issues && json_array_size(issues))
         json_object_set(p, "issues", issues);
     json_decref(issues);

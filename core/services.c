@@ -43,6 +43,10 @@ static void error_vset(pb_error *err, enum pb_errcode code, const char *field, c
     err->code = code;
     snprintf(err->field, sizeof err->field, "%s", field ? field : "");
     vsnprintf(err->message, sizeof err->message, fmt, ap);
+    /* One line, whatever input a plugin quoted into it. */
+    for (char *p = err->message; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
 }
 
 void pb_error_setf(struct pb_error *err, enum pb_errcode code, const char *field,

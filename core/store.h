@@ -196,4 +196,10 @@ int pb_store_queue_add(pb_store *st, const char *project_id, const char *integra
 /* The queued writes of an operation in arrival order: [{"id": int,
  * "record": {...}}]. */
 int pb_store_queue_items(pb_store *st, const char *operation_id, json_t **out);
+/* Start-up recovery: operations claimed by workers of an earlier run (a
+ * process killed before it finished them) become due at now_ms instead of
+ * when their claims expire; *released (may be NULL) gets how many. Call
+ * before this process's workers claim anything. The embedded store is one
+ * node's alone, so every claim in it is such a leftover. */
+int pb_store_operation_release_claims(pb_store *st, int64_t now_ms, int *released);
 #endif

@@ -576,7 +576,7 @@ static int migrate(pb_store *st, char *err, size_t err_len)
 static int configure_connection(pb_store *st, int in_memory, char *err, size_t err_len)
 {
     sqlite3_extended_result_codes(st->db, 1);
-    if (sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK)
+    if (sqlite3_busy_timeout(st->db, 30000) != SQLITE_OK)
         return open_fail(st, "set busy timeout", err, err_len);
 
     char *mode = query_text(st, "PRAGMA journal_mode=WAL");
@@ -3080,6 +3080,32 @@ int pb_store_queue_items(pb_store *st, const char *operation_id, json_t **out)
         rc = fetch_all(st,
                        "SELECT id, record FROM write_queue WHERE operation_id = ?1 ORDER BY id",
                        queue_item_row, out, what, 1, operation_id);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int pb_store_operation_release_claims(pb_store *st, int64_t now_ms, int *released)
+{
+    if (released)
+        *released = 0;
+    if (!st)
+        return PB_STORE_ERR;
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *s = NULL;
+    int rc = prepare(st,
+                     "UPDATE operations SET claimed_by = NULL, claimed_until = NULL,"
+                     " next_attempt_at = ?1"
+                     " WHERE status = 'in_progress' AND claimed_by IS NOT NULL",
+                     &s, "release claims");
+    if (rc == PB_STORE_OK) {
+        if (sqlite3_bind_int64(s, 1, now_ms) != SQLITE_OK)
+            rc = db_fail(st, "release claims");
+        else
+            rc = step_rc(st, sqlite3_step(s), "release claims");
+        if (rc == PB_STORE_OK && released)
+            *released = sqlite3_changes(st->db);
+        sqlite3_finalize(s);
+    }
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

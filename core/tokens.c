@@ -427,7 +427,7 @@ static int64_t retry_after_ms(const struct pb_http_response *resp, int64_t now)
     long long secs = strtoll(v, &end, 10);
     int64_t ms;
     if (end != v && *end == '\0')
-        ms = secs > 0 ? secs * 1000 : 0;
+        ms = secs <= 0 ? 0 : secs > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS : secs * 1000;
     else {
         int64_t at = pb_parse_http_date(v);
         ms = at > now ? at - now : 0;

@@ -17,7 +17,11 @@
 #include <time.h>
 
 #define BATCH_LIMIT 100
-#define CLAIM_LEASE_MS (120 * 1000)
+/* A claim must outlive the longest run of one operation: a token refresh,
+ * the call, a refresh after a 401 and the call again, each bounded by the
+ * egress timeout, plus the store's own work. */
+#define CLAIM_CALLS 4
+#define CLAIM_MARGIN_MS (5 * 1000)
 #define MAX_BACKOFF_MS (5 * 60 * 1000)
 
 /* ---- validation --------------------------------------------------------- */
@@ -312,7 +316,8 @@ static void classify(const struct pb_provider *prov, const struct pb_http_respon
         char *end;
         long secs = strtol(ra, &end, 10);
         if (*ra && !*end && secs >= 0)
-            cl->retry_at_ms = pb_now_ms() + secs * 1000LL;
+            cl->retry_at_ms =
+                pb_now_ms() + (secs < 1000000000000L ? secs : 1000000000000L) * 1000LL;
         else if (pb_parse_http_date(ra) > 0)
             cl->retry_at_ms = pb_parse_http_date(ra);
     }
@@ -456,7 +461,83 @@ static void summarize(const json_t *result, int batch, int *ok, int *bad, json_t
     }
 }
 
+/* The operation's result text: counts, and the first error when any. */
+static void result_text(char *out, size_t len, int ok, int bad, const json_t *errors)
+{
+    const char *msg = json_string_value(json_object_get(json_array_get(errors, 0), "message"));
+    snprintf(out, len, "%d of %d records written%s%.400s", ok, ok + bad, msg ? ": " : "",
+             msg ? msg : "");
+}
+
 /* ---- the request -------------------------------------------------------- */
+
+/* writeOnUpdate: ifEmpty writes a field only where the provider's current
+ * value is empty, which needs the current record; ABI v1 has no slot to
+ * read it, so an update that would write such a field is refused rather
+ * than allowed to overwrite a value the customer chose to keep. */
+static int refuse_if_empty(const json_t *object_cfg, const json_t *record, const char *path,
+                           const char *provider, struct pb_problem *p)
+{
+    const char *field;
+    json_t *s;
+    json_object_foreach(json_object_get(object_cfg, "selectedFieldSettings"), field, s) {
+        const char *wou = json_string_value(json_object_get(s, "writeOnUpdate"));
+        if (!wou || strcmp(wou, "ifEmpty") != 0 || !json_object_get(record, field))
+            continue;
+        char name[200];
+        snprintf(name, sizeof name, "%s.%.100s", path, field);
+        json_t *issues = json_pack("[{s:s, s:s, s:s}]", "in", "body", "name", name, "detail",
+                                   "writeOnUpdate: ifEmpty needs the current record");
+        pb_problem_set(p, 422, "unsupported-capability", "Unsupported capability", issues,
+                       "provider '%s' does not support reading the current record, which "
+                       "writeOnUpdate: ifEmpty of field '%s' needs; leave the field out of "
+                       "updates or change the setting",
+                       provider, field);
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds the provider request once without sending it, so what the plugin
+ * refuses (an all-or-none batch where the provider has none, associations
+ * on an update...) is answered before anything is stored or sent. An
+ * auto-batched write is checked as the batch of one it will travel in. */
+static int dry_encode(const struct pb_provider *prov, const json_t *req, int as_batch,
+                      struct pb_problem *p)
+{
+    json_t *probe = json_deep_copy(req);
+    if (as_batch) {
+        json_t *item = json_pack("{s:O}", "record", json_object_get(req, "record"));
+        if (json_object_get(req, "recordId"))
+            json_object_set(item, "id", json_object_get(req, "recordId"));
+        if (json_object_get(req, "associations"))
+            json_object_set(item, "associations", json_object_get(req, "associations"));
+        json_object_set_new(probe, "kind", json_string("batch"));
+        json_object_set_new(probe, "items", json_pack("[o]", item));
+        json_object_set_new(probe, "allOrNone", json_false());
+    }
+    struct pb_http_request *hr = pb_req_new();
+    struct pb_error err;
+    pb_error_clear(&err);
+    int rc = build(prov, probe, hr, &err);
+    pb_req_free(hr);
+    json_decref(probe);
+    if (rc == 0)
+        return 0;
+    const char *field = err.field[0] ? err.field : "record";
+    if (rc == PB_EUNSUPPORTED || err.code == PB_EUNSUPPORTED) {
+        json_t *issues = json_pack("[{s:s, s:s, s:s}]", "in", "body", "name", field, "detail",
+                                   err.message[0] ? err.message : "not supported");
+        pb_problem_set(p, 422, "unsupported-capability", "Unsupported capability", issues,
+                       "provider '%s' does not support %s: %s", prov->name, field, err.message);
+    } else if (rc == PB_ENOMEM) {
+        pb_problem_set(p, 503, "out-of-memory", "Out of memory", NULL, "try again");
+        p->retryable = 1;
+    } else {
+        pb_problem_invalid(p, "body", field, "%s", err.message[0] ? err.message : "is not valid");
+    }
+    return -1;
+}
 
 struct accepted {
     json_t *integration, *installation;
@@ -481,6 +562,10 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
     static const char *const keys[] = {"groupRef", "type", "mode", "record", "batch",
                                        "batchPolicy", "associations", "headers", "retryPolicy",
                                        "autoBatchPolicy", NULL};
+    if (!json_is_object(body)) {
+        pb_problem_invalid(p, "body", "body", "must be a JSON object");
+        return -1;
+    }
     if (only_keys(body, "", keys, p) != 0)
         return -1;
     const char *group = json_string_value(json_object_get(body, "groupRef"));
@@ -573,6 +658,11 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
         }
     }
     json_t *assoc = json_object_get(body, "associations");
+    if (assoc && batch) {
+        pb_problem_invalid(p, "body", "associations",
+                           "with a batch, give associations per item (batch[i].associations)");
+        return -1;
+    }
     if (assoc && check_associations(assoc, "associations", p) != 0)
         return -1;
     json_t *headers = json_object_get(body, "headers");
@@ -610,6 +700,12 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
         }
     }
     json_t *abp = json_object_get(body, "autoBatchPolicy");
+    if (abp && headers) {
+        /* Writes gathered into one provider call cannot each keep their
+         * own headers. */
+        pb_problem_invalid(p, "body", "headers", "cannot be combined with autoBatchPolicy");
+        return -1;
+    }
     if (abp) {
         static const char *const akeys[] = {"maxDelayMinutes", "retryDeadlineHours", NULL};
         if (!a->async || batch || wt == PB_WRITE_DELETE) {
@@ -617,7 +713,7 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
                                "applies to asynchronous single-record create or update only");
             return -1;
         }
-        a->autobatch_deadline_hours = 1;
+        a->autobatch_deadline_hours = a->deadline_hours;
         if (!json_is_object(abp) || only_keys(abp, "autoBatchPolicy", akeys, p) != 0 ||
             int_in(abp, "maxDelayMinutes", "autoBatchPolicy.maxDelayMinutes", 1, 1440, 1,
                    &a->autobatch_minutes, p) != 0 ||
@@ -671,8 +767,13 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
         unsupported(p, provider, "batch writes", "batch");
         return -1;
     }
-    if ((abp) && !(caps & PB_CAP_BATCH)) {
+    if (abp && !(caps & PB_CAP_BATCH)) {
         unsupported(p, provider, "batch writes (auto batching)", "autoBatchPolicy");
+        return -1;
+    }
+    /* A gathered batch is sent as one call of up to BATCH_LIMIT writes. */
+    if (abp && a->prov->vt->max_batch_size < BATCH_LIMIT) {
+        unsupported(p, provider, "batches of 100 (auto batching)", "autoBatchPolicy");
         return -1;
     }
     if (batch && json_array_size(batch) > a->prov->vt->max_batch_size) {
@@ -761,7 +862,18 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
     }
     if (headers)
         json_object_set(a->req, "headers", headers);
-    return 0;
+    if (wt == PB_WRITE_UPDATE) {
+        if (record && refuse_if_empty(object_cfg, json_object_get(a->req, "record"), "record",
+                                      provider, p) != 0)
+            return -1;
+        json_array_foreach(json_object_get(a->req, "items"), i, o) {
+            char path[48];
+            snprintf(path, sizeof path, "batch[%zu].record", i);
+            if (refuse_if_empty(object_cfg, json_object_get(o, "record"), path, provider, p) != 0)
+                return -1;
+        }
+    }
+    return dry_encode(a->prov, a->req, a->autobatch_minutes > 0, p);
 }
 
 /* Metadata recorded with a finished operation. */
@@ -790,7 +902,7 @@ static int sync_write(struct pb_app *app, const char *project_id, struct accepte
     if (oc == OUT_DONE) {
         summarize(x.result, batch, &ok, &bad, ids, errors);
         st = bad == 0 ? "success" : "failure";
-        snprintf(result, sizeof result, "%d of %d records written", ok, ok + bad);
+        result_text(result, sizeof result, ok, bad, errors);
     } else {
         snprintf(result, sizeof result, "%s", x.error);
     }
@@ -926,6 +1038,7 @@ struct pb_writer {
     pthread_cond_t cv;
     int stop;
     unsigned long kicks;
+    int64_t lease_ms;
     char owner[64];
 };
 
@@ -936,6 +1049,14 @@ static int64_t backoff_ms(int attempts)
         cap = MAX_BACKOFF_MS;
     /* Full jitter keeps many failed writes from retrying in step. */
     return cap / 2 + randombytes_uniform((uint32_t)(cap / 2 + 1));
+}
+
+static void finish_failed(struct pb_app *app, const char *id, const char *result,
+                          const char *last_error, int attempts, int64_t now)
+{
+    json_t *md = json_pack("{s:s}", "lastError", last_error);
+    pb_store_operation_finish(app->store, id, "failure", result, md, attempts, now);
+    json_decref(md);
 }
 
 static void run_operation(struct pb_writer *w, const json_t *op)
@@ -960,8 +1081,15 @@ static void run_operation(struct pb_writer *w, const json_t *op)
     const char *provider = json_string_value(json_object_get(integ, "provider"));
     const struct pb_provider *prov = pb_registry_find(app->reg, provider);
     if (!prov) {
-        pb_store_operation_retry(app->store, id, attempts - 1, now + 60000,
-                                 "provider not enabled", now);
+        /* Configuration may come back (a restart with the provider enabled)
+         * until the deadline. */
+        char why[200];
+        snprintf(why, sizeof why, "provider '%.100s' is not enabled in plugboard.yaml",
+                 provider ? provider : "?");
+        if (deadline > now + 60000)
+            pb_store_operation_retry(app->store, id, attempts - 1, now + 60000, why, now);
+        else
+            finish_failed(app, id, why, why, attempts, now);
         goto out;
     }
     int batch = 0;
@@ -993,8 +1121,8 @@ static void run_operation(struct pb_writer *w, const json_t *op)
         json_t *ids = json_array(), *errors = json_array();
         int ok, bad;
         summarize(x.result, batch, &ok, &bad, ids, errors);
-        char result[128];
-        snprintf(result, sizeof result, "%d of %d records written", ok, ok + bad);
+        char result[600];
+        result_text(result, sizeof result, ok, bad, errors);
         json_t *md = finished_metadata(object, ids, errors);
         pb_store_operation_finish(app->store, id, bad ? "failure" : "success", result, md,
                                   attempts, now);
@@ -1013,9 +1141,7 @@ static void run_operation(struct pb_writer *w, const json_t *op)
         char result[700];
         snprintf(result, sizeof result, "%s%s", oc == OUT_RETRY ? "retry deadline passed: " : "",
                  x.error);
-        json_t *md = json_pack("{s:s}", "lastError", x.error);
-        pb_store_operation_finish(app->store, id, "failure", result, md, attempts, now);
-        json_decref(md);
+        finish_failed(app, id, result, x.error, attempts, now);
     }
 out:
     json_decref(req);
@@ -1035,11 +1161,12 @@ static void *worker(void *arg)
             break;
         json_t *ops = NULL;
         int64_t now = pb_now_ms();
-        if (pb_store_operation_claim(w->app->store, w->owner, now, now + CLAIM_LEASE_MS, 4, &ops) == 0 &&
+        /* One at a time: an operation claimed but waiting behind others
+         * could see its lease run out and be run twice. */
+        if (pb_store_operation_claim(w->app->store, w->owner, now, now + w->lease_ms, 1,
+                                     &ops) == 0 &&
             json_array_size(ops) > 0) {
-            size_t i;
-            json_t *op;
-            json_array_foreach(ops, i, op) run_operation(w, op);
+            run_operation(w, json_array_get(ops, 0));
             json_decref(ops);
             continue;
         }
@@ -1068,6 +1195,15 @@ int pb_writer_start(struct pb_app *app, int workers, struct pb_writer **out)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     pb_random_id("wrk_", w->owner, sizeof w->owner);
+    long timeout = app->egress ? pb_egress_timeout_ms(app->egress) : 30000;
+    w->lease_ms = CLAIM_CALLS * (int64_t)(timeout > 0 ? timeout : 30000) + CLAIM_MARGIN_MS;
+    /* Claims left by a previous run of this node (killed mid-write) are
+     * released now rather than when their leases run out. */
+    int released = 0;
+    if (pb_store_operation_release_claims(app->store, pb_now_ms(), &released) != 0)
+        pb_logf(PB_LOG_WARN, "could not release the claims of an earlier run");
+    else if (released > 0)
+        pb_logf(PB_LOG_INFO, "%d interrupted asynchronous writes are due again", released);
     w->threads = pb_xcalloc((size_t)w->n, sizeof *w->threads);
     for (int i = 0; i < w->n; i++) {
         if (pthread_create(&w->threads[i], NULL, worker, w) != 0) {

@@ -10,6 +10,7 @@ install_plugins "$work/plugins"
 port=$(free_port)
 # examples/plugboard.yaml itself, moved to a free port and a scratch dir.
 sed -e "s#127.0.0.1:8080#127.0.0.1:$port#" -e "s#\./var#$work/var#g" \
+  -e "s#\./catalog/#$src/examples/catalog/#" \
   "$src/examples/plugboard.yaml" > "$work/plugboard.yaml"
 cat >> "$work/plugboard.yaml" <<YAML
 plugin_dir: $work/plugins

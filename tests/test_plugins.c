@@ -1648,10 +1648,17 @@ static void test_generic_vtable(void)
     CU_ASSERT_EQUAL(vt->abi_major, PB_PLUGIN_ABI_MAJOR);
     CU_ASSERT_EQUAL(vt->struct_size, sizeof(struct pb_plugin));
     CHECK_STR(vt->name, "generic");
-    const char *keys[] = {"catalog", "entry", "base_url", "auth_header", "auth_scheme",
-                          "client_id", "client_secret", NULL};
+    const char *keys[] = {"catalog",       "entry",  "base_url",          "auth_header",
+                          "auth_scheme",   "client_id", "client_secret",  "scopes",
+                          "authorization_url", "token_url", NULL};
     CU_ASSERT(keys_are(vt->config_keys, keys));
     CU_ASSERT_EQUAL(vt->max_batch_size, 0);
+    /* OAuth and rate-limit slots serve catalog entries (tests/test_generic.c). */
+    CU_ASSERT_PTR_NOT_NULL(vt->build_token_refresh);
+    CU_ASSERT_PTR_NOT_NULL(vt->parse_token_response);
+    CU_ASSERT_PTR_NOT_NULL(vt->authorize_url);
+    CU_ASSERT_PTR_NOT_NULL(vt->build_code_exchange);
+    CU_ASSERT_PTR_NOT_NULL(vt->classify);
     CU_ASSERT_PTR_NULL(vt->encode_write);
     CU_ASSERT_PTR_NULL(vt->decode_write);
     CU_ASSERT_PTR_NULL(vt->encode_batch);
@@ -1676,22 +1683,44 @@ static void test_generic_init(void)
     CU_ASSERT_EQUAL(p.vt->base_url(p.st, &k.c, buf, 5, &err), PB_EINVAL);
     plug_close(&p);
 
-    /* A catalog is accepted only together with base_url for now. */
-    OPEN(p, "generic", "{\"catalog\": \"./catalog/providers.yaml\", \"entry\": \"sendgrid\", "
-                       "\"base_url\": \"https://api.sendgrid.com\"}");
+    /* A catalog entry gives the base URL; base_url overrides it. */
+    char opts[1200];
+    const char *src = getenv("PB_SRCDIR") ? getenv("PB_SRCDIR") : ".";
+    snprintf(opts, sizeof opts,
+             "{\"catalog\": \"%s/examples/catalog/providers.yaml\", \"entry\": \"sendgrid\"}", src);
+    OPEN(p, "generic", opts);
     CU_ASSERT_EQUAL(p.vt->base_url(p.st, &k.c, buf, sizeof buf, &err), 0);
     CHECK_STR(buf, "https://api.sendgrid.com");
     plug_close(&p);
+    snprintf(opts, sizeof opts,
+             "{\"catalog\": \"%s/examples/catalog/providers.yaml\", \"entry\": \"sendgrid\", "
+             "\"base_url\": \"https://eu.api.sendgrid.com/\"}",
+             src);
+    OPEN(p, "generic", opts);
+    CU_ASSERT_EQUAL(p.vt->base_url(p.st, &k.c, buf, sizeof buf, &err), 0);
+    CHECK_STR(buf, "https://eu.api.sendgrid.com");
+    plug_close(&p);
 
+    /* A missing catalog names the file and both places it was looked for. */
     CU_ASSERT_EQUAL(plug_open(&p, "generic", "{\"catalog\": \"./catalog/providers.yaml\"}", &err),
                     PB_ECONFIG);
-    CHECK_STR(err.message, "catalog support is not implemented yet: set base_url");
+    CHECK_STR(err.field, "catalog");
+    CHECK_STR(err.message, "catalog ./catalog/providers.yaml: cannot open it (No such file or "
+                           "directory; also tried /etc/plugboard/catalog/providers.yaml: No such "
+                           "file or directory)");
     CU_ASSERT_PTR_NULL(p.st);
+    plug_close(&p);
+
+    CU_ASSERT_EQUAL(plug_open(&p, "generic", "{\"entry\": \"sendgrid\", \"base_url\": "
+                                             "\"https://a.io\"}",
+                              &err),
+                    PB_ECONFIG);
+    CHECK_STR(err.message, "option entry needs option catalog");
     plug_close(&p);
 
     CU_ASSERT_EQUAL(plug_open(&p, "generic", "{}", &err), PB_ECONFIG);
     CHECK_STR(err.field, "base_url");
-    CHECK_STR(err.message, "option base_url is required");
+    CHECK_STR(err.message, "option base_url is required (or catalog)");
     plug_close(&p);
 
     CU_ASSERT_EQUAL(plug_open(&p, "generic", "{\"base_url\": \"api.example.com\"}", &err),

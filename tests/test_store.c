@@ -2775,6 +2775,28 @@ static void test_operation_list_paging(void)
     wfix_close(&f);
 }
 
+/* Start-up recovery: claims of an earlier run become due at once. */
+static void test_operation_release_claims(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    const long long t = 1800000000000LL;
+    CU_ASSERT_EQUAL(mkop(&f, "op_a", "ins_1", t, t + HOUR_MS), PB_STORE_OK);
+    CU_ASSERT_EQUAL(mkop(&f, "op_b", "ins_1", t + HOUR_MS, t + 2 * HOUR_MS), PB_STORE_OK);
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "dead", t, t + 10 * MIN_MS, 10), "op_a");
+    /* Still claimed: nobody else gets it before the lease runs out. */
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "new", t + 1, t + 10 * MIN_MS, 10), "");
+    int n = -1;
+    CU_ASSERT_EQUAL(pb_store_operation_release_claims(f.st, t + 2, &n), PB_STORE_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "new", t + 2, t + 10 * MIN_MS, 10), "op_a");
+    /* An unclaimed, not yet due operation is left alone. */
+    CU_ASSERT_EQUAL(pb_store_operation_release_claims(f.st, t + 3, &n), PB_STORE_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "new", t + 3, t + 10 * MIN_MS, 10), "op_a");
+    wfix_close(&f);
+}
+
 static void test_operation_claim(void)
 {
     struct wfix f;
@@ -3547,6 +3569,7 @@ int main(int argc, char **argv)
         {"queue_claim_race", test_queue_claim_race},
         {"write_api_persistence", test_write_api_persistence},
         {"generation_sees_other_handles", test_generation_sees_other_handles},
+        {"operation_release_claims", test_operation_release_claims},
         CU_TEST_INFO_NULL,
     };
     return pbt_main(argc, argv, "store", tests);

@@ -1049,7 +1049,8 @@ static int parse_i64(const char *s, int64_t *v)
         end++;
     if (errno || *end)
         return 0;
-    *v = x;
+    /* Bounded so that now + v * 1000 cannot overflow. */
+    *v = x < 1000000000000LL ? x : 1000000000000LL;
     return 1;
 }
 

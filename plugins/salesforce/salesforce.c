@@ -911,7 +911,7 @@ static int64_t retry_after_ms(const struct pb_core_services *svc, const pb_http_
         while (*end == ' ')
             end++;
         if (!errno && !*end)
-            return svc->now_ms() + (int64_t)secs * 1000;
+            return svc->now_ms() + (secs < 1000000000000LL ? secs : 1000000000000LL) * 1000;
     }
     int64_t t = svc->parse_http_date(ra);
     return t > 0 ? t : 0;
