@@ -12,7 +12,7 @@ cleanup() {
   [ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null
   exec 7>&- 2>/dev/null
   wait 2>/dev/null
-  [ -n "${KEEP:-}" ] && cp -r "$work" /tmp/keep-crash; rm -rf "$work"
+  rm -rf "$work"
 }
 trap cleanup EXIT
 
