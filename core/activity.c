@@ -81,7 +81,9 @@ void pb_activity_add(struct pb_activity *a, json_t *record)
         return;
     }
     pthread_mutex_lock(&a->mu);
-    if (json_array_size(a->queue) >= QUEUE_MAX) {
+    /* A record that could not be built (NULL) must not be counted as wanted:
+     * pb_activity_flush would wait for it forever. */
+    if (!record || json_array_size(a->queue) >= QUEUE_MAX) {
         a->dropped++;
         json_decref(record);
     } else {

@@ -282,6 +282,9 @@ unsigned pb_provider_caps(const struct pb_provider *p)
         caps |= PB_CAP_OAUTH2_REFRESH;
     if (v->authorize_url && v->build_code_exchange && v->parse_token_response)
         caps |= PB_CAP_OAUTH2_CONNECT;
+    /* Zero for a 1.0 plugin: its struct_size ends before these slots. */
+    if (v->encode_read && v->decode_read)
+        caps |= PB_CAP_READ;
     return caps;
 }
 
@@ -296,6 +299,7 @@ static const struct {
     {PB_CAP_HEADER_PASSTHROUGH, "header_passthrough"},
     {PB_CAP_OAUTH2_REFRESH, "oauth2_refresh"},
     {PB_CAP_OAUTH2_CONNECT, "oauth2_connect"},
+    {PB_CAP_READ, "read"},
 };
 
 const char *pb_cap_name(enum pb_capability cap)

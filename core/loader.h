@@ -42,7 +42,8 @@ enum pb_capability {
     PB_CAP_DELETE = 1 << 3,
     PB_CAP_HEADER_PASSTHROUGH = 1 << 4,
     PB_CAP_OAUTH2_REFRESH = 1 << 5,
-    PB_CAP_OAUTH2_CONNECT = 1 << 6
+    PB_CAP_OAUTH2_CONNECT = 1 << 6,
+    PB_CAP_READ = 1 << 7 /* current values of a record (ABI 1.1): writeOnUpdate: ifEmpty */
 };
 /* Capabilities follow from which optional slots are set. */
 unsigned pb_provider_caps(const struct pb_provider *p);

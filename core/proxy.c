@@ -861,6 +861,16 @@ static int finish(struct pb_request *r)
         }
         /* Error bodies are small: read them so the plugin can classify. */
         c->buffered = pb_stream_buffer(c->stream, CLASSIFY_BODY_MAX);
+        /* That read to the end: of the body, or of a transfer that broke
+         * off? A cut body must not go out as a complete answer. */
+        char more;
+        if (pb_stream_read(c->stream, &more, 1) < 0) {
+            if (c->replayable && c->attempts <= c->retries && backoff(c, 0, deadline) &&
+                restart(c) == 0)
+                continue;
+            return fail(c, 502, "provider-unreachable", "Provider unreachable", NULL,
+                        "the provider's answer (HTTP %d) broke off before its end", st);
+        }
         struct pb_classification cl;
         classify(c, c->buffered, &cl);
         if (cl.auth_invalid && !refreshed && c->replayable &&

@@ -940,7 +940,13 @@ static void poll_data_version(pb_store *st)
     if (now - last < 500 ||
         !atomic_compare_exchange_strong(&st->data_version_checked_ms, &last, now))
         return;
-    pthread_mutex_lock(&st->mu);
+    /* The proxy's hot path comes here: never wait behind a store call that
+     * is itself waiting out a lock held elsewhere (busy timeout). The next
+     * caller looks again. */
+    if (pthread_mutex_trylock(&st->mu) != 0) {
+        atomic_store_explicit(&st->data_version_checked_ms, last, memory_order_release);
+        return;
+    }
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(st->db, "PRAGMA data_version", -1, &s, NULL) == SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW) {

@@ -18,9 +18,10 @@
 
 #define BATCH_LIMIT 100
 /* A claim must outlive the longest run of one operation: a token refresh,
- * the call, a refresh after a 401 and the call again, each bounded by the
- * egress timeout, plus the store's own work. */
-#define CLAIM_CALLS 4
+ * then for the read of current values (writeOnUpdate: ifEmpty) and for the
+ * write each: the call, a refresh after a 401 and the call again; every
+ * call bounded by the egress timeout, plus the store's own work. */
+#define CLAIM_CALLS 7
 #define CLAIM_MARGIN_MS (5 * 1000)
 #define MAX_BACKOFF_MS (5 * 60 * 1000)
 
@@ -207,8 +208,10 @@ static json_t *apply_field_settings(const json_t *object_cfg, enum pb_write_type
             dv = json_object_get(d, "integerValue");
         if (!dv)
             dv = json_object_get(d, "booleanValue");
-        /* Updates take defaults only where the settings ask for it. */
-        int applies = type == PB_WRITE_CREATE || (wou && strcmp(wou, "always") == 0);
+        /* Updates take defaults only where the settings ask for it; an
+         * ifEmpty default is kept later only where the provider has none. */
+        int applies = type == PB_WRITE_CREATE ||
+                      (wou && (strcmp(wou, "always") == 0 || strcmp(wou, "ifEmpty") == 0));
         if (dv && applies && !json_object_get(out, field))
             json_object_set(out, field, dv);
     }
@@ -325,25 +328,109 @@ static void classify(const struct pb_provider *prov, const struct pb_http_respon
         prov->vt->classify(prov->state, resp, cl);
 }
 
-static enum outcome execute(struct pb_app *app, const char *project_id,
-                            const json_t *installation, const struct pb_provider *prov,
-                            const json_t *req, struct exec_result *x)
+/* One provider call: how its request is built and its answer read. The
+ * write and the read of current values (writeOnUpdate: ifEmpty) share the
+ * path below: credentials, egress, classification, refresh after a 401. */
+struct call {
+    const json_t *req;    /* the normalized write request */
+    const json_t *fields; /* reads: the provider fields wanted */
+    const char *during;   /* appended to messages: "" for the write itself */
+    int null_ok;          /* the answer may be "no such record" */
+    int (*encode)(const struct pb_provider *prov, const struct call *c,
+                  struct pb_http_request *hr, struct pb_error *err);
+    int (*decode)(const struct pb_provider *prov, const struct call *c,
+                  const struct pb_http_response *resp, json_t **out, struct pb_error *err);
+};
+
+static int encode_write_call(const struct pb_provider *prov, const struct call *c,
+                             struct pb_http_request *hr, struct pb_error *err)
 {
-    memset(x, 0, sizeof *x);
-    const char *conn = json_string_value(json_object_get(installation, "connectionId"));
-    if (!conn) {
-        exec_fail(x, 424, "no-connection", "the installation has no connection");
-        return OUT_FAIL;
+    return build(prov, c->req, hr, err);
+}
+
+static int decode_write_call(const struct pb_provider *prov, const struct call *c,
+                             const struct pb_http_response *resp, json_t **out,
+                             struct pb_error *err)
+{
+    return decode(prov, c->req, resp, out, err);
+}
+
+static int is_batch(const json_t *req)
+{
+    const char *kind = json_string_value(json_object_get(req, "kind"));
+    return kind && strcmp(kind, "batch") == 0;
+}
+
+static int encode_read_call(const struct pb_provider *prov, const struct call *c,
+                            struct pb_http_request *hr, struct pb_error *err)
+{
+    const char *object = json_string_value(json_object_get(c->req, "object"));
+    if (is_batch(c->req)) {
+        struct pb_batch b = {.struct_size = sizeof b, .object = object, .type = PB_WRITE_UPDATE,
+                             .items = json_object_get(c->req, "items"),
+                             .all_or_none = json_is_true(json_object_get(c->req, "allOrNone"))};
+        return prov->vt->encode_read_batch(prov->state, &b, c->fields, hr, err);
     }
-    struct pb_cred_lease *lease = NULL;
+    struct pb_write w = {.struct_size = sizeof w, .object = object, .type = PB_WRITE_UPDATE,
+                         .record_id = json_string_value(json_object_get(c->req, "recordId")),
+                         .record = json_object_get(c->req, "record"),
+                         .associations = json_object_get(c->req, "associations")};
+    return prov->vt->encode_read(prov->state, &w, c->fields, hr, err);
+}
+
+static int decode_read_call(const struct pb_provider *prov, const struct call *c,
+                            const struct pb_http_response *resp, json_t **out,
+                            struct pb_error *err)
+{
+    const char *object = json_string_value(json_object_get(c->req, "object"));
+    int rc;
+    if (!is_batch(c->req)) {
+        struct pb_write w = {.struct_size = sizeof w, .object = object, .type = PB_WRITE_UPDATE,
+                             .record_id = json_string_value(json_object_get(c->req, "recordId")),
+                             .record = json_object_get(c->req, "record"),
+                             .associations = json_object_get(c->req, "associations")};
+        rc = prov->vt->decode_read(prov->state, &w, resp, out, err);
+        if (rc == 0 && *out && !json_is_object(*out)) {
+            json_decref(*out);
+            *out = NULL;
+            pb_services()->error_set(err, PB_EPROVIDER, NULL,
+                                     "the plugin read no record object");
+            return PB_EPROVIDER;
+        }
+        return rc;
+    }
+    json_t *items = json_object_get(c->req, "items");
+    struct pb_batch b = {.struct_size = sizeof b, .object = object, .type = PB_WRITE_UPDATE,
+                         .items = items,
+                         .all_or_none = json_is_true(json_object_get(c->req, "allOrNone"))};
+    rc = prov->vt->decode_read_batch(prov->state, &b, resp, out, err);
+    if (rc != 0 || !*out)
+        return rc;
+    int ok = json_is_array(*out) && json_array_size(*out) == json_array_size(items);
+    size_t i;
+    json_t *v;
+    json_array_foreach(*out, i, v) ok &= json_is_null(v) || json_is_object(v);
+    if (!ok) {
+        pb_services()->error_set(err, PB_EPROVIDER, NULL,
+                                 "the plugin read %zu records for a batch of %zu",
+                                 json_array_size(*out), json_array_size(items));
+        json_decref(*out);
+        *out = NULL;
+        return PB_EPROVIDER;
+    }
+    return 0;
+}
+
+/* Makes one call with *lease (replaced when a 401 leads to a refresh). On
+ * OUT_DONE *out holds the decoded answer (NULL only where c->null_ok). */
+static enum outcome call_provider(struct pb_app *app, const struct pb_provider *prov,
+                                  struct pb_cred_lease **leasep, const struct call *c,
+                                  json_t **out, struct exec_result *x)
+{
+    struct pb_cred_lease *lease = *leasep;
     struct pb_problem p = {0};
-    if (pb_tokens_acquire(app->tokens, project_id, conn, prov, &lease, &p) != 0) {
-        exec_fail(x, p.status, p.slug, "%s", p.detail);
-        int retry = p.retryable;
-        pb_problem_free(&p);
-        return retry ? OUT_RETRY : OUT_FAIL;
-    }
     enum outcome oc = OUT_FAIL;
+    *out = NULL;
     for (int attempt = 0; attempt < 2; attempt++) {
         struct pb_http_request *hr = pb_req_new();
         struct pb_http_response *resp = NULL;
@@ -356,13 +443,13 @@ static enum outcome execute(struct pb_app *app, const char *project_id,
             pb_req_free(hr);
             break;
         }
-        if (build(prov, req, hr, &err) != 0) {
+        if (c->encode(prov, c, hr, &err) != 0) {
             if (err.code == PB_EUNSUPPORTED) {
-                exec_fail(x, 422, "unsupported-capability", "provider '%s': %s", prov->name,
-                          err.message);
+                exec_fail(x, 422, "unsupported-capability", "provider '%s'%s: %s", prov->name,
+                          c->during, err.message);
             } else {
-                exec_fail(x, 400, "invalid-request", "%s%s%s", err.field[0] ? err.field : "",
-                          err.field[0] ? ": " : "", err.message);
+                exec_fail(x, 400, "invalid-request", "%s%s%s%s", err.field[0] ? err.field : "",
+                          err.field[0] ? ": " : "", err.message, c->during);
             }
             pb_req_free(hr);
             break;
@@ -378,7 +465,7 @@ static enum outcome execute(struct pb_app *app, const char *project_id,
             pb_req_free(hr);
             exec_fail(x, res.fail == PB_EGRESS_POLICY ? 403 : 502,
                       res.fail == PB_EGRESS_POLICY ? "egress-refused" : "provider-unreachable",
-                      "%s", res.message);
+                      "%s%s", res.message, c->during);
             oc = res.fail == PB_EGRESS_POLICY ? OUT_FAIL : OUT_RETRY;
             break;
         }
@@ -402,24 +489,178 @@ static enum outcome execute(struct pb_app *app, const char *project_id,
             x->retry_at = cl.retry_at_ms;
             exec_fail(x, cl.rate_limited ? 429 : 502,
                       cl.rate_limited ? "rate-limited" : "provider-error",
-                      "provider '%s' answered %d", prov->name, resp->status);
+                      "provider '%s' answered %d%s", prov->name, resp->status, c->during);
             pb_resp_free(resp);
             oc = OUT_RETRY;
             break;
         }
-        json_t *out = NULL;
         pb_error_clear(&err);
-        if (decode(prov, req, resp, &out, &err) != 0 || !out) {
-            exec_fail(x, 502, "provider-error", "provider '%s' answered %d: %s", prov->name,
-                      resp->status, err.message[0] ? err.message : "an unreadable response");
+        if (c->decode(prov, c, resp, out, &err) != 0 || (!*out && !c->null_ok)) {
+            json_decref(*out);
+            *out = NULL;
+            exec_fail(x, 502, "provider-error", "provider '%s' answered %d%s: %s", prov->name,
+                      resp->status, c->during,
+                      err.message[0] ? err.message : "an unreadable response");
             pb_resp_free(resp);
             break;
         }
         pb_resp_free(resp);
-        x->result = out;
         oc = OUT_DONE;
         break;
     }
+    *leasep = lease;
+    return oc;
+}
+
+/* ---- writeOnUpdate: ifEmpty --------------------------------------------- */
+
+/* The installation's selectedFieldSettings of `object` (borrowed or NULL). */
+static json_t *field_settings(const json_t *installation, const char *object)
+{
+    json_t *v = json_object_get(installation, "config");
+    static const char *const path[] = {"content", "write", "objects"};
+    for (size_t i = 0; i < sizeof path / sizeof path[0]; i++)
+        v = json_object_get(v, path[i]);
+    return json_object_get(json_object_get(v, object), "selectedFieldSettings");
+}
+
+static int is_if_empty(const json_t *setting)
+{
+    const char *wou = json_string_value(json_object_get(setting, "writeOnUpdate"));
+    return wou && strcmp(wou, "ifEmpty") == 0;
+}
+
+/* Appends to `fields` (once each) the ifEmpty fields `record` carries. */
+static void if_empty_present(const json_t *settings, const json_t *record, json_t *fields)
+{
+    const char *field;
+    json_t *s;
+    json_object_foreach((json_t *)settings, field, s) {
+        if (!is_if_empty(s) || !json_object_get(record, field))
+            continue;
+        int seen = 0;
+        size_t i;
+        json_t *f;
+        json_array_foreach(fields, i, f) seen |= strcmp(json_string_value(f), field) == 0;
+        if (!seen)
+            json_array_append_new(fields, json_string(field));
+    }
+}
+
+/* Absent, null and "" are empty; anything else (0, false included) is a value. */
+static int value_is_empty(const json_t *v)
+{
+    return !v || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0);
+}
+
+/* Keeps each ifEmpty field of `record` only where `current` (the record's
+ * values; NULL or null when it does not exist) has no value. */
+static void keep_if_empty(const json_t *settings, json_t *record, const json_t *current)
+{
+    const char *field;
+    json_t *s;
+    json_object_foreach((json_t *)settings, field, s) {
+        if (is_if_empty(s) && json_is_object(current) &&
+            !value_is_empty(json_object_get(current, field)))
+            json_object_del(record, field);
+    }
+}
+
+/* 1 when the provider can read the current values a write needs. */
+static int can_read(const struct pb_provider *prov, int batch)
+{
+    if (batch)
+        return prov->vt->encode_read_batch && prov->vt->decode_read_batch;
+    return (pb_provider_caps(prov) & PB_CAP_READ) != 0;
+}
+
+/* An update carrying writeOnUpdate: ifEmpty fields reads the record's
+ * current values first (same credentials, egress and classification as the
+ * write) and keeps each such field only where the value is empty; *filtered
+ * is then the request to send. The read and the write are two calls, not
+ * one transaction: a value set in between can still be overwritten. A read
+ * failure fails (or retries) the write like a failed write call would. */
+static enum outcome if_empty_apply(struct pb_app *app, const json_t *installation,
+                                   const struct pb_provider *prov, struct pb_cred_lease **lease,
+                                   const json_t *req, json_t **filtered, struct exec_result *x)
+{
+    *filtered = NULL;
+    if (type_of(json_string_value(json_object_get(req, "type"))) != PB_WRITE_UPDATE)
+        return OUT_DONE;
+    const json_t *settings =
+        field_settings(installation, json_string_value(json_object_get(req, "object")));
+    if (!json_object_size(settings))
+        return OUT_DONE;
+    int batch = is_batch(req);
+    json_t *fields = json_array();
+    size_t i;
+    json_t *item;
+    if (batch) {
+        json_array_foreach(json_object_get(req, "items"), i, item)
+            if_empty_present(settings, json_object_get(item, "record"), fields);
+    } else {
+        if_empty_present(settings, json_object_get(req, "record"), fields);
+    }
+    if (json_array_size(fields) == 0) {
+        json_decref(fields);
+        return OUT_DONE;
+    }
+    if (!can_read(prov, batch)) {
+        /* Validation refuses these; the plugin may have changed since. */
+        exec_fail(x, 422, "unsupported-capability",
+                  "provider '%s' does not support reading the current record%s, which "
+                  "writeOnUpdate: ifEmpty of field '%s' needs",
+                  prov->name, batch ? "s of a batch" : "",
+                  json_string_value(json_array_get(fields, 0)));
+        json_decref(fields);
+        return OUT_FAIL;
+    }
+    struct call c = {.req = req, .fields = fields,
+                     .during = " while reading the current values (writeOnUpdate: ifEmpty)",
+                     .null_ok = 1, .encode = encode_read_call, .decode = decode_read_call};
+    json_t *current = NULL;
+    enum outcome oc = call_provider(app, prov, lease, &c, &current, x);
+    if (oc == OUT_DONE) {
+        *filtered = json_deep_copy(req);
+        if (batch) {
+            json_array_foreach(json_object_get(*filtered, "items"), i, item)
+                keep_if_empty(settings, json_object_get(item, "record"),
+                              json_array_get(current, i));
+        } else {
+            keep_if_empty(settings, json_object_get(*filtered, "record"), current);
+        }
+    }
+    json_decref(current);
+    json_decref(fields);
+    return oc;
+}
+
+static enum outcome execute(struct pb_app *app, const char *project_id,
+                            const json_t *installation, const struct pb_provider *prov,
+                            const json_t *req, struct exec_result *x)
+{
+    memset(x, 0, sizeof *x);
+    const char *conn = json_string_value(json_object_get(installation, "connectionId"));
+    if (!conn) {
+        exec_fail(x, 424, "no-connection", "the installation has no connection");
+        return OUT_FAIL;
+    }
+    struct pb_cred_lease *lease = NULL;
+    struct pb_problem p = {0};
+    if (pb_tokens_acquire(app->tokens, project_id, conn, prov, &lease, &p) != 0) {
+        exec_fail(x, p.status, p.slug, "%s", p.detail);
+        int retry = p.retryable;
+        pb_problem_free(&p);
+        return retry ? OUT_RETRY : OUT_FAIL;
+    }
+    json_t *filtered = NULL;
+    enum outcome oc = if_empty_apply(app, installation, prov, &lease, req, &filtered, x);
+    if (oc == OUT_DONE) {
+        struct call c = {.req = filtered ? filtered : req, .during = "",
+                         .encode = encode_write_call, .decode = decode_write_call};
+        oc = call_provider(app, prov, &lease, &c, &x->result, x);
+    }
+    json_decref(filtered);
     pb_tokens_release(lease);
     return oc;
 }
@@ -472,17 +713,17 @@ static void result_text(char *out, size_t len, int ok, int bad, const json_t *er
 /* ---- the request -------------------------------------------------------- */
 
 /* writeOnUpdate: ifEmpty writes a field only where the provider's current
- * value is empty, which needs the current record; ABI v1 has no slot to
- * read it, so an update that would write such a field is refused rather
- * than allowed to overwrite a value the customer chose to keep. */
+ * value is empty, which needs the current record (read at execution time,
+ * see if_empty_apply). A provider that cannot read it (a 1.0 plugin, or
+ * one without the batch form for a batch) is refused here rather than
+ * allowed to overwrite a value the customer chose to keep. */
 static int refuse_if_empty(const json_t *object_cfg, const json_t *record, const char *path,
                            const char *provider, struct pb_problem *p)
 {
     const char *field;
     json_t *s;
     json_object_foreach(json_object_get(object_cfg, "selectedFieldSettings"), field, s) {
-        const char *wou = json_string_value(json_object_get(s, "writeOnUpdate"));
-        if (!wou || strcmp(wou, "ifEmpty") != 0 || !json_object_get(record, field))
+        if (!is_if_empty(s) || !json_object_get(record, field))
             continue;
         char name[200];
         snprintf(name, sizeof name, "%s.%.100s", path, field);
@@ -862,7 +1103,8 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
     }
     if (headers)
         json_object_set(a->req, "headers", headers);
-    if (wt == PB_WRITE_UPDATE) {
+    /* An auto-batched write travels in a batch and is read as one. */
+    if (wt == PB_WRITE_UPDATE && !can_read(a->prov, batch || a->autobatch_minutes > 0)) {
         if (record && refuse_if_empty(object_cfg, json_object_get(a->req, "record"), "record",
                                       provider, p) != 0)
             return -1;

@@ -23,10 +23,10 @@ cfg="$work/plugboard.yaml"
 out=$("$PB_BIN" plugins --config "$cfg"); rc=$?
 check "plugins exits 0" [ "$rc" -eq 0 ]
 check "plugins lists three providers" [ "$(echo "$out" | wc -l)" -eq 3 ]
-check "hubspot line" grep -qxF "hubspot	$work/plugins/hubspot.so	abi 1.0	write,batch,associations,delete,oauth2_refresh,oauth2_connect" <<<"$out"
-check "salesforce line" grep -qxF "salesforce	$work/plugins/salesforce.so	abi 1.0	write,batch,delete,header_passthrough,oauth2_refresh,oauth2_connect" <<<"$out"
-check "generic line" grep -qE "^sendgrid	$work/plugins/generic.so	abi 1.0	" <<<"$out"
-check "generic has no write capabilities" bash -c "! grep '^sendgrid' <<<'$out' | grep -qE 'batch|associations|delete|header_passthrough'"
+check "hubspot line" grep -qxF "hubspot	$work/plugins/hubspot.so	abi 1.1	write,batch,associations,delete,oauth2_refresh,oauth2_connect,read" <<<"$out"
+check "salesforce line" grep -qxF "salesforce	$work/plugins/salesforce.so	abi 1.1	write,batch,delete,header_passthrough,oauth2_refresh,oauth2_connect,read" <<<"$out"
+check "generic line" grep -qE "^sendgrid	$work/plugins/generic.so	abi 1.1	" <<<"$out"
+check "generic has no write capabilities" bash -c "! grep '^sendgrid' <<<'$out' | cut -f4 | grep -qwE 'batch|associations|delete|header_passthrough|read'"
 
 # check-config
 out=$("$PB_BIN" --config "$cfg" check-config); rc=$?

@@ -30,5 +30,5 @@ providers:
 YAML
 out=$("$PB_BIN" plugins --config "$work/plugboard.yaml"); rc=$?
 check "plugins exits 0" [ "$rc" -eq 0 ]
-check "hello listed" grep -qE "^hello	$work/plugins/hello.so	abi 1\.0	" <<<"$out"
+check "hello listed" grep -qE "^hello	$work/plugins/hello.so	abi 1\.1	" <<<"$out"
 finish

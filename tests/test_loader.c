@@ -64,24 +64,60 @@ static void test_loads_in_tree_plugins(void)
     const struct pb_provider *hs = pb_registry_find(reg, "hubspot");
     CU_ASSERT_PTR_NOT_NULL_FATAL(hs);
     pb_caps_names(pb_provider_caps(hs), caps, sizeof caps);
-    CU_ASSERT_STRING_EQUAL(caps, "write,batch,associations,delete,oauth2_refresh,oauth2_connect");
+    CU_ASSERT_STRING_EQUAL(caps,
+                           "write,batch,associations,delete,oauth2_refresh,oauth2_connect,read");
     const struct pb_provider *sf = pb_registry_find(reg, "salesforce");
     CU_ASSERT_PTR_NOT_NULL_FATAL(sf);
     pb_caps_names(pb_provider_caps(sf), caps, sizeof caps);
-    CU_ASSERT_STRING_EQUAL(caps,
-                           "write,batch,delete,header_passthrough,oauth2_refresh,oauth2_connect");
+    CU_ASSERT_STRING_EQUAL(
+        caps, "write,batch,delete,header_passthrough,oauth2_refresh,oauth2_connect,read");
     const struct pb_provider *g = pb_registry_find(reg, "mail");
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     CU_ASSERT_STRING_EQUAL(g->vt->name, "generic");
     CU_ASSERT_EQUAL(pb_provider_caps(g) & (PB_CAP_BATCH | PB_CAP_ASSOCIATIONS | PB_CAP_DELETE |
-                                           PB_CAP_HEADER_PASSTHROUGH),
+                                           PB_CAP_HEADER_PASSTHROUGH | PB_CAP_READ),
                     0);
     CU_ASSERT_EQUAL(hs->vt->abi_major, PB_PLUGIN_ABI_MAJOR);
+    CU_ASSERT_EQUAL(hs->vt->abi_minor, 1);
+    CU_ASSERT_PTR_NOT_NULL(hs->vt->encode_read_batch);
+    CU_ASSERT_PTR_NOT_NULL(sf->vt->decode_read_batch);
     CU_ASSERT_EQUAL(hs->vt->max_batch_size, 100);
     CU_ASSERT_PTR_NULL(pb_registry_find(reg, "nope"));
     CU_ASSERT_TRUE(mapped("/hubspot.so"));
     pb_registry_free(reg);
     CU_ASSERT_FALSE(mapped(plugin_dir));
+    pb_config_free(cfg);
+}
+
+/* A plugin built against ABI 1.0 (PB_PLUGIN_ABI_MINOR 0) still loads: its
+ * struct_size ends before the 1.1 read slots, so they read as absent even
+ * though the bytes past its struct hold something. */
+static void test_abi_1_0_plugin_loads_without_read(void)
+{
+    const char *names[] = {"tests/plugins/abi_v10", NULL}, *as[] = {"v10", NULL};
+    fresh_dir(names, as);
+    struct pb_config *cfg;
+    struct pb_registry *reg;
+    int rc = load("  crm: {plugin: v10}\n", &cfg, &reg);
+    if (rc != 0)
+        fprintf(stderr, "\n%s\n", err);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    const struct pb_provider *p = pb_registry_find(reg, "crm");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_STRING_EQUAL(p->vt->name, "abi_v10");
+    CU_ASSERT_EQUAL(p->vt->abi_major, PB_PLUGIN_ABI_MAJOR);
+    CU_ASSERT_EQUAL(p->vt->abi_minor, 0);
+    CU_ASSERT_EQUAL(p->vt->struct_size, offsetof(struct pb_plugin, encode_read));
+    CU_ASSERT_PTR_NOT_NULL(p->vt->apply_credentials);
+    CU_ASSERT_PTR_NULL(p->vt->encode_read);
+    CU_ASSERT_PTR_NULL(p->vt->decode_read);
+    CU_ASSERT_PTR_NULL(p->vt->encode_read_batch);
+    CU_ASSERT_PTR_NULL(p->vt->decode_read_batch);
+    CU_ASSERT_EQUAL(pb_provider_caps(p) & PB_CAP_READ, 0);
+    char caps[128];
+    pb_caps_names(pb_provider_caps(p), caps, sizeof caps);
+    CU_ASSERT_STRING_EQUAL(caps, "none");
+    pb_registry_free(reg);
     pb_config_free(cfg);
 }
 
@@ -235,10 +271,14 @@ static void test_caps_names(void)
     CU_ASSERT_STRING_EQUAL(buf, "write,delete");
     CU_ASSERT_STRING_EQUAL(pb_cap_name(PB_CAP_ASSOCIATIONS), "associations");
     CU_ASSERT_STRING_EQUAL(pb_cap_name(PB_CAP_HEADER_PASSTHROUGH), "header_passthrough");
+    CU_ASSERT_STRING_EQUAL(pb_cap_name(PB_CAP_READ), "read");
+    pb_caps_names(PB_CAP_READ | PB_CAP_WRITE, buf, sizeof buf);
+    CU_ASSERT_STRING_EQUAL(buf, "write,read");
 }
 
 static CU_TestInfo tests[] = {
     {"loads_in_tree_plugins", test_loads_in_tree_plugins},
+    {"abi_1_0_plugin_loads_without_read", test_abi_1_0_plugin_loads_without_read},
     {"two_providers_share_one_file", test_two_providers_share_one_file},
     {"not_found", test_not_found},
     {"not_a_shared_object", test_not_a_shared_object},

@@ -276,6 +276,10 @@ static void test_hubspot_vtable(void)
     CU_ASSERT_PTR_NOT_NULL(vt->encode_associations);
     CU_ASSERT_PTR_NULL(vt->header_allowed);
     CU_ASSERT_PTR_NOT_NULL(vt->classify);
+    CU_ASSERT_PTR_NOT_NULL(vt->encode_read);
+    CU_ASSERT_PTR_NOT_NULL(vt->decode_read);
+    CU_ASSERT_PTR_NOT_NULL(vt->encode_read_batch);
+    CU_ASSERT_PTR_NOT_NULL(vt->decode_read_batch);
     /* Only the entry point is exported. */
     CU_ASSERT_PTR_NULL(dlsym(p.dl, "hs_init"));
     plug_close(&p);
@@ -1101,6 +1105,10 @@ static void test_salesforce_vtable(void)
     CU_ASSERT_PTR_NULL(vt->encode_associations);
     CU_ASSERT_PTR_NOT_NULL(vt->header_allowed);
     CU_ASSERT_PTR_NOT_NULL(vt->classify);
+    CU_ASSERT_PTR_NOT_NULL(vt->encode_read);
+    CU_ASSERT_PTR_NOT_NULL(vt->decode_read);
+    CU_ASSERT_PTR_NOT_NULL(vt->encode_read_batch);
+    CU_ASSERT_PTR_NOT_NULL(vt->decode_read_batch);
     plug_close(&p);
 }
 
@@ -1666,6 +1674,10 @@ static void test_generic_vtable(void)
     CU_ASSERT_PTR_NULL(vt->encode_delete);
     CU_ASSERT_PTR_NULL(vt->encode_associations);
     CU_ASSERT_PTR_NULL(vt->header_allowed);
+    CU_ASSERT_PTR_NULL(vt->encode_read);
+    CU_ASSERT_PTR_NULL(vt->decode_read);
+    CU_ASSERT_PTR_NULL(vt->encode_read_batch);
+    CU_ASSERT_PTR_NULL(vt->decode_read_batch);
     plug_close(&p);
 }
 
@@ -1843,6 +1855,288 @@ static void test_generic_credentials(void)
     plug_close(&p);
 }
 
+/* ---- reads of current values (ABI 1.1, writeOnUpdate: ifEmpty) -------------- */
+
+static int encode_read(struct plug *p, const struct pb_write *w, const char *fields,
+                       struct pb_http_request **req, struct pb_error *err)
+{
+    json_t *f = J(fields);
+    *req = pb_req_new();
+    pb_error_clear(err);
+    int rc = p->vt->encode_read(p->st, w, f, *req, err);
+    json_decref(f);
+    return rc;
+}
+
+static int encode_read_batch(struct plug *p, const struct pb_batch *b, const char *fields,
+                             struct pb_http_request **req, struct pb_error *err)
+{
+    json_t *f = J(fields);
+    *req = pb_req_new();
+    pb_error_clear(err);
+    int rc = p->vt->encode_read_batch(p->st, b, f, *req, err);
+    json_decref(f);
+    return rc;
+}
+
+static int decode_read(struct plug *p, const struct pb_write *w, int status, const char *body,
+                       json_t **out, struct pb_error *err)
+{
+    struct pb_http_response *r = resp(status, body, END);
+    pb_error_clear(err);
+    *out = NULL;
+    int rc = p->vt->decode_read(p->st, w, r, out, err);
+    pb_resp_free(r);
+    return rc;
+}
+
+static int decode_read_batch(struct plug *p, const struct pb_batch *b, int status,
+                             const char *body, json_t **out, struct pb_error *err)
+{
+    struct pb_http_response *r = resp(status, body, END);
+    pb_error_clear(err);
+    *out = NULL;
+    int rc = p->vt->decode_read_batch(p->st, b, r, out, err);
+    pb_resp_free(r);
+    return rc;
+}
+
+static void test_hubspot_read(void)
+{
+    struct plug p;
+    struct pb_error err;
+    struct pb_http_request *r;
+    json_t *out;
+    OPEN(p, "hubspot", NULL);
+    json_t *rec = J("{\"phone\":\"+1\",\"email\":\"a@x.io\"}");
+    struct pb_write w = {.struct_size = sizeof w, .object = "contacts", .type = PB_WRITE_UPDATE,
+                         .record_id = "101", .record = rec};
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[\"phone\",\"email\"]", &r, &err), 0);
+    CHECK_STR(r->method, "GET");
+    CHECK_URL(r, HS_BASE, HS_BASE "/crm/v3/objects/contacts/101?properties=phone,email");
+    CU_ASSERT_PTR_NULL(r->json);
+    pb_req_free(r);
+
+    /* Names and path segments are escaped; the commas stay. */
+    w.object = "p_my/obj";
+    w.record_id = "a b";
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[\"x&y\",\"z\"]", &r, &err), 0);
+    CHECK_URL(r, HS_BASE, HS_BASE "/crm/v3/objects/p_my%2Fobj/a%20b?properties=x%26y,z");
+    pb_req_free(r);
+
+    w.object = "contacts";
+    w.record_id = NULL;
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[\"phone\"]", &r, &err), PB_EINVAL);
+    CHECK_STR(err.field, "record.id");
+    pb_req_free(r);
+    w.record_id = "101";
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[]", &r, &err), PB_EINVAL);
+    pb_req_free(r);
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[\"\"]", &r, &err), PB_EINVAL);
+    pb_req_free(r);
+
+    /* The record's properties, null and "" kept as HubSpot says them. */
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 200,
+                                "{\"id\":\"101\",\"properties\":{\"phone\":null,\"email\":"
+                                "\"a@x.io\",\"city\":\"\",\"hs_object_id\":\"101\"},"
+                                "\"archived\":false}",
+                                &out, &err),
+                    0);
+    CHECK_JSON(out, "{\"phone\":null,\"email\":\"a@x.io\",\"city\":\"\",\"hs_object_id\":\"101\"}");
+    json_decref(out);
+
+    /* No such record: no values, not an error. */
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 404,
+                                "{\"status\":\"error\",\"message\":\"resource not found\","
+                                "\"category\":\"OBJECT_NOT_FOUND\"}",
+                                &out, &err),
+                    0);
+    CU_ASSERT_PTR_NULL(out);
+
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 403,
+                                "{\"status\":\"error\",\"message\":\"missing scopes\","
+                                "\"category\":\"MISSING_SCOPES\"}",
+                                &out, &err),
+                    PB_EPROVIDER);
+    CHECK_STR(err.message, "hubspot answered HTTP 403: missing scopes");
+    CU_ASSERT_PTR_NULL(out);
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 200, "{\"id\":\"101\"}", &out, &err), PB_EPROVIDER);
+    CU_ASSERT_PTR_NULL(out);
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 200, "not json", &out, &err), PB_EPROVIDER);
+    CU_ASSERT_PTR_NULL(out);
+    json_decref(rec);
+    plug_close(&p);
+}
+
+static void test_hubspot_read_batch(void)
+{
+    struct plug p;
+    struct pb_error err;
+    struct pb_http_request *r;
+    json_t *out;
+    OPEN(p, "hubspot", NULL);
+    json_t *items = J("[{\"id\":\"101\",\"record\":{\"phone\":\"1\"}},"
+                      "{\"id\":102,\"record\":{\"phone\":\"2\"}},"
+                      "{\"id\":\"103\",\"record\":{\"phone\":\"3\"}},"
+                      "{\"id\":\"101\",\"record\":{\"city\":\"Oslo\"}}]");
+    struct pb_batch b = {.struct_size = sizeof b, .object = "contacts", .type = PB_WRITE_UPDATE,
+                         .items = items};
+    CU_ASSERT_EQUAL(encode_read_batch(&p, &b, "[\"phone\",\"city\"]", &r, &err), 0);
+    CHECK_STR(r->method, "POST");
+    CHECK_URL(r, HS_BASE, HS_BASE "/crm/v3/objects/contacts/batch/read");
+    /* Each id once: HubSpot refuses duplicates. */
+    CHECK_JSON(r->json, "{\"properties\":[\"phone\",\"city\"],\"inputs\":[{\"id\":\"101\"},"
+                        "{\"id\":\"102\"},{\"id\":\"103\"}]}");
+    pb_req_free(r);
+
+    /* Results in any order, matched by id; a missing record is null. */
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 207,
+                                      "{\"status\":\"COMPLETE\",\"results\":["
+                                      "{\"id\":\"102\",\"properties\":{\"phone\":\"\",\"city\":null}},"
+                                      "{\"id\":\"101\",\"properties\":{\"phone\":\"555\",\"city\":null}}],"
+                                      "\"numErrors\":1,\"errors\":[{\"status\":\"error\","
+                                      "\"category\":\"OBJECT_NOT_FOUND\",\"message\":\"Could not get "
+                                      "some CONTACT objects\",\"context\":{\"ids\":[\"103\"]}}]}",
+                                      &out, &err),
+                    0);
+    CHECK_JSON(out, "[{\"phone\":\"555\",\"city\":null},{\"phone\":\"\",\"city\":null},null,"
+                    "{\"phone\":\"555\",\"city\":null}]");
+    json_decref(out);
+
+    /* A record left out without a not-found error is never taken as empty. */
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 200,
+                                      "{\"status\":\"COMPLETE\",\"results\":["
+                                      "{\"id\":\"101\",\"properties\":{}},"
+                                      "{\"id\":\"102\",\"properties\":{}}]}",
+                                      &out, &err),
+                    PB_EPROVIDER);
+    CHECK_STR(err.message, "hubspot returned no properties for record 103");
+    CU_ASSERT_PTR_NULL(out);
+
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 404, "{\"status\":\"error\"}", &out, &err), 0);
+    CHECK_JSON(out, "[null,null,null,null]");
+    json_decref(out);
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 400,
+                                      "{\"status\":\"error\",\"message\":\"bad input\"}", &out,
+                                      &err),
+                    PB_EPROVIDER);
+    CHECK_STR(err.message, "hubspot answered HTTP 400: bad input");
+    CU_ASSERT_PTR_NULL(out);
+
+    json_t *noid = J("[{\"id\":\"1\",\"record\":{}},{\"record\":{}}]");
+    b.items = noid;
+    CU_ASSERT_EQUAL(encode_read_batch(&p, &b, "[\"phone\"]", &r, &err), PB_EINVAL);
+    CHECK_STR(err.field, "batch[1].record.id");
+    pb_req_free(r);
+    json_decref(noid);
+    json_decref(items);
+    plug_close(&p);
+}
+
+static void test_salesforce_read(void)
+{
+    struct plug p;
+    struct pb_error err;
+    struct pb_http_request *r;
+    json_t *out;
+    OPEN(p, "salesforce", NULL);
+    struct pb_write w = {.struct_size = sizeof w, .object = "Contact", .type = PB_WRITE_UPDATE,
+                         .record_id = "003xx01"};
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[\"Phone\",\"Email\"]", &r, &err), 0);
+    CHECK_STR(r->method, "GET");
+    CHECK_URL(r, SF_BASE, SF_BASE "/services/data/v60.0/sobjects/Contact/003xx01?fields=Phone,Email");
+    CU_ASSERT_PTR_NULL(r->json);
+    pb_req_free(r);
+
+    w.record_id = "";
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[\"Phone\"]", &r, &err), PB_EINVAL);
+    CHECK_STR(err.field, "record.id");
+    pb_req_free(r);
+    w.record_id = "003xx01";
+    CU_ASSERT_EQUAL(encode_read(&p, &w, "[]", &r, &err), PB_EINVAL);
+    pb_req_free(r);
+
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 200,
+                                "{\"attributes\":{\"type\":\"Contact\",\"url\":\"/services/data/"
+                                "v60.0/sobjects/Contact/003xx01\"},\"Phone\":null,\"Email\":"
+                                "\"d@x.io\",\"Id\":\"003xx01\"}",
+                                &out, &err),
+                    0);
+    CHECK_JSON(out, "{\"Phone\":null,\"Email\":\"d@x.io\",\"Id\":\"003xx01\"}");
+    json_decref(out);
+
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 404,
+                                "[{\"errorCode\":\"NOT_FOUND\",\"message\":\"The requested "
+                                "resource does not exist\"}]",
+                                &out, &err),
+                    0);
+    CU_ASSERT_PTR_NULL(out);
+
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 400,
+                                "[{\"errorCode\":\"INVALID_FIELD\",\"message\":\"No such column "
+                                "'Fax2' on entity 'Contact'\"}]",
+                                &out, &err),
+                    PB_EPROVIDER);
+    CHECK_STR(err.message, "salesforce answered HTTP 400: No such column 'Fax2' on entity 'Contact'");
+    CU_ASSERT_PTR_NULL(out);
+    CU_ASSERT_EQUAL(decode_read(&p, &w, 200, "[1]", &out, &err), PB_EPROVIDER);
+    CU_ASSERT_PTR_NULL(out);
+    plug_close(&p);
+}
+
+static void test_salesforce_read_batch(void)
+{
+    struct plug p;
+    struct pb_error err;
+    struct pb_http_request *r;
+    json_t *out;
+    OPEN(p, "salesforce", NULL);
+    json_t *items = J("[{\"id\":\"001A\",\"record\":{\"Phone\":\"1\"}},"
+                      "{\"id\":\"001B\",\"record\":{\"Rating\":\"Hot\"}},"
+                      "{\"id\":\"001A\",\"record\":{\"Rating\":\"Cold\"}}]");
+    struct pb_batch b = {.struct_size = sizeof b, .object = "Account", .type = PB_WRITE_UPDATE,
+                         .items = items};
+    CU_ASSERT_EQUAL(encode_read_batch(&p, &b, "[\"Phone\",\"Rating\"]", &r, &err), 0);
+    CHECK_STR(r->method, "GET");
+    CHECK_URL(r, SF_BASE,
+              SF_BASE "/services/data/v60.0/composite/sobjects/Account?ids=001A,001B"
+                      "&fields=Phone,Rating");
+    CU_ASSERT_PTR_NULL(r->json);
+    pb_req_free(r);
+
+    /* One entry per distinct id, in order; null for one that does not exist. */
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 200,
+                                      "[{\"attributes\":{\"type\":\"Account\"},\"Id\":\"001A\","
+                                      "\"Phone\":\"555\",\"Rating\":null},null]",
+                                      &out, &err),
+                    0);
+    CHECK_JSON(out, "[{\"Id\":\"001A\",\"Phone\":\"555\",\"Rating\":null},null,"
+                    "{\"Id\":\"001A\",\"Phone\":\"555\",\"Rating\":null}]");
+    json_decref(out);
+
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 200, "[null]", &out, &err), PB_EPROVIDER);
+    CHECK_STR(err.message, "salesforce answered 1 records for 2 ids");
+    CU_ASSERT_PTR_NULL(out);
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 200, "[null, 7]", &out, &err), PB_EPROVIDER);
+    CU_ASSERT_PTR_NULL(out);
+    CU_ASSERT_EQUAL(decode_read_batch(&p, &b, 400,
+                                      "[{\"errorCode\":\"INVALID_FIELD\",\"message\":\"No such "
+                                      "column 'Ratin'\"}]",
+                                      &out, &err),
+                    PB_EPROVIDER);
+    CHECK_STR(err.message, "salesforce answered HTTP 400: No such column 'Ratin'");
+    CU_ASSERT_PTR_NULL(out);
+
+    json_t *noid = J("[{\"record\":{}}]");
+    b.items = noid;
+    CU_ASSERT_EQUAL(encode_read_batch(&p, &b, "[\"Phone\"]", &r, &err), PB_EINVAL);
+    CHECK_STR(err.field, "batch[0].record.id");
+    pb_req_free(r);
+    json_decref(noid);
+    json_decref(items);
+    plug_close(&p);
+}
+
 /* ---- the deliberately broken test plugins ------------------------------------ */
 
 static void test_broken_plugins(void)
@@ -1905,6 +2199,8 @@ static CU_TestInfo tests[] = {
     {"hubspot_decode_batch_create", test_hubspot_decode_batch_create},
     {"hubspot_decode_batch_update", test_hubspot_decode_batch_update},
     {"hubspot_classify", test_hubspot_classify},
+    {"hubspot_read", test_hubspot_read},
+    {"hubspot_read_batch", test_hubspot_read_batch},
     {"salesforce_vtable", test_salesforce_vtable},
     {"salesforce_init_options", test_salesforce_init_options},
     {"salesforce_base_url", test_salesforce_base_url},
@@ -1917,6 +2213,8 @@ static CU_TestInfo tests[] = {
     {"salesforce_batch", test_salesforce_batch},
     {"salesforce_headers", test_salesforce_headers},
     {"salesforce_classify", test_salesforce_classify},
+    {"salesforce_read", test_salesforce_read},
+    {"salesforce_read_batch", test_salesforce_read_batch},
     {"generic_vtable", test_generic_vtable},
     {"generic_init", test_generic_init},
     {"generic_credentials", test_generic_credentials},

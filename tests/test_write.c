@@ -26,7 +26,7 @@ static struct pb_app *app;
 static char base[128], cfgpath[700];
 static struct fake *hs, *sf, *echo;
 static char key[128], project_id[64], other_key[128], other_project[64];
-static char inst_hs[64], inst_sf[64], inst_hs3[64];
+static char inst_hs[64], inst_sf[64], inst_hs3[64], inst_hs_ie[64], inst_sf_ie[64];
 
 /* ---- the injected clock ------------------------------------------------------ */
 
@@ -880,7 +880,9 @@ static void test_field_settings(void)
                                       "'numberofemployees':7,'is_public':false,'city':'Oslo'}}"));
     json_decref(sent);
     json_decref(j);
-    /* Update: never drops, only writeOnUpdate: always defaults apply. */
+    /* Update: never drops, only writeOnUpdate: always defaults apply; with
+     * no ifEmpty field in it, nothing is read first. */
+    size_t reads = fake_count(hs, "GET", "/crm");
     st = wr("hs-int", "companies", &j,
             "{'groupRef':'customer-1','type':'update','record':{'id':'%s','name':'Acme 2',"
             "'hs_lead_status':'OPEN','description':'now allowed'}}",
@@ -892,6 +894,7 @@ static void test_field_settings(void)
     CU_ASSERT_TRUE(json_eq_text(sent, "{'properties':{'name':'Acme 2','description':'now allowed',"
                                       "'city':'Paris'}}"));
     json_decref(sent);
+    CU_ASSERT_EQUAL(fake_count(hs, "GET", "/crm"), reads);
     rec = fake_hubspot_record(hs, "companies", id);
     CU_ASSERT_STRING_EQUAL(js(rec, "properties.hs_lead_status"), "NEW");
     CU_ASSERT_STRING_EQUAL(js(rec, "properties.description"), "now allowed");
@@ -911,14 +914,17 @@ static void test_field_settings(void)
                                 "'is_public':true,'city':'Paris'}"));
     json_decref(sent);
     json_decref(j);
-    /* writeOnUpdate: ifEmpty needs the current record, which ABI v1 cannot
-     * read: refused, never blindly overwritten. On create it is written. */
-    size_t before = fake_count(hs, NULL, "/crm");
+    /* writeOnUpdate: ifEmpty: the record is read first (it has no phone, so
+     * the phone is written; more in test_if_empty_*). On create it is
+     * written as any field. */
+    size_t gets = fake_count(hs, "GET", "/crm");
     st = wr("hs-int", "companies", &j,
             "{'groupRef':'customer-1','type':'update','record':{'id':'%s','phone':'+1 555'}}", id);
-    expect_problem(st, j, 422, "record.phone");
-    CU_ASSERT_PTR_NOT_NULL(strstr(js(j, "detail"), "provider 'hubspot'"));
-    CU_ASSERT_EQUAL(fake_count(hs, NULL, "/crm"), before);
+    CU_ASSERT_EQUAL(st, 200);
+    CU_ASSERT_EQUAL(fake_count(hs, "GET", "/crm"), gets + 1);
+    sent = last_body(hs, "PATCH", path);
+    CU_ASSERT_TRUE(json_eq_text(sent, "{'properties':{'phone':'+1 555','city':'Paris'}}"));
+    json_decref(sent);
     json_decref(j);
     st = wr("hs-int", "companies", &j,
             "{'groupRef':'customer-1','type':'create','record':{'name':'P','phone':'+1 555'}}");
@@ -960,6 +966,338 @@ static void test_inherit_mapping(void)
     CU_ASSERT_TRUE(json_eq_text(sent, "{'properties':{'amount':2000}}"));
     json_decref(sent);
     json_decref(j);
+}
+
+/* ---- writeOnUpdate: ifEmpty ------------------------------------------------------- */
+
+/* customer-ie's settings (set-up): hubspot companies phone and salesforce
+ * Account Phone are ifEmpty; companies domain and Account Rating are ifEmpty
+ * with a default, never written on create. */
+
+/* The query of the last request with exactly this method and path. */
+static char *last_query(struct fake *f, const char *method, const char *path)
+{
+    char *out = NULL;
+    struct fake_req r;
+    for (size_t i = 0; fake_nth(f, method, path, i, &r) == 0; i++) {
+        if (strcmp(r.path, path) == 0) {
+            free(out);
+            out = strdup(r.query);
+        }
+        fake_req_free(&r);
+    }
+    return out ? out : strdup("(none)");
+}
+
+static void check_query(struct fake *f, const char *method, const char *path, const char *want)
+{
+    char *got = last_query(f, method, path);
+    CU_ASSERT_STRING_EQUAL(got, want);
+    if (strcmp(got, want) != 0)
+        fprintf(stderr, "\n  %s %s?%s, want ?%s\n", method, path, got, want);
+    free(got);
+}
+
+/* Creates a record for customer-ie (synchronously); its id into id. */
+static void ie_create(const char *integration, const char *object, const char *record_q,
+                      char id[64])
+{
+    json_t *j = NULL;
+    long st = wr(integration, object, &j, "{'groupRef':'customer-ie','type':'create','record':%s}",
+                 record_q);
+    CU_ASSERT_EQUAL(st, 200);
+    snprintf(id, 64, "%s", js(j, "result.recordId"));
+    json_decref(j);
+}
+
+static void test_if_empty_hubspot(void)
+{
+    char a[64], b[64], c[64], d[64], path[160], want[1024];
+    ie_create("hs-int", "companies", "{'name':'IE A','phone':'+1 111'}", a);
+    ie_create("hs-int", "companies", "{'name':'IE B'}", b);
+    ie_create("hs-int", "companies", "{'name':'IE C','phone':''}", c);
+    json_t *rec = fake_hubspot_record(hs, "companies", a);
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.phone"), "+1 111");
+    CU_ASSERT_PTR_NULL(jget(rec, "properties.domain"));
+    json_decref(rec);
+
+    /* A has a phone: the caller's is dropped; its domain is empty: the
+     * default is written. The record is read first, asking for both. */
+    json_t *j = NULL;
+    long st = wr("hs-int", "companies", &j,
+                 "{'groupRef':'customer-ie','type':'update','record':{'id':'%s','name':'IE A2',"
+                 "'phone':'+9 999'}}",
+                 a);
+    CU_ASSERT_EQUAL(st, 200);
+    CU_ASSERT_TRUE(json_is_true(jget(j, "result.success")));
+    json_decref(j);
+    snprintf(path, sizeof path, "/crm/v3/objects/companies/%s", a);
+    check_query(hs, "GET", path, "properties=phone,domain");
+    struct fake_req get, patch;
+    CU_ASSERT_EQUAL(fake_last(hs, "GET", path, &get), 0);
+    CU_ASSERT_EQUAL(fake_last(hs, "PATCH", path, &patch), 0);
+    CU_ASSERT_TRUE(get.at <= patch.at);
+    CU_ASSERT_PTR_NOT_NULL(strstr(fake_req_header(&get, "Authorization"), "Bearer "));
+    fake_req_free(&get);
+    fake_req_free(&patch);
+    json_t *sent = last_body(hs, "PATCH", path);
+    CU_ASSERT_TRUE(json_eq_text(sent, "{'properties':{'name':'IE A2','domain':'default.example'}}"));
+    json_decref(sent);
+    rec = fake_hubspot_record(hs, "companies", a);
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.phone"), "+1 111");
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.domain"), "default.example");
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.name"), "IE A2");
+    json_decref(rec);
+
+    /* B has neither: both written. C's phone is "": empty too. */
+    st = wr("hs-int", "companies", &j,
+            "{'groupRef':'customer-ie','type':'update','record':{'id':'%s','phone':'+2 222'}}", b);
+    CU_ASSERT_EQUAL(st, 200);
+    json_decref(j);
+    snprintf(path, sizeof path, "/crm/v3/objects/companies/%s", b);
+    sent = last_body(hs, "PATCH", path);
+    CU_ASSERT_TRUE(json_eq_text(sent, "{'properties':{'phone':'+2 222','domain':'default.example'}}"));
+    json_decref(sent);
+    st = wr("hs-int", "companies", &j,
+            "{'groupRef':'customer-ie','type':'update','record':{'id':'%s','phone':'+3 333'}}", c);
+    CU_ASSERT_EQUAL(st, 200);
+    json_decref(j);
+    rec = fake_hubspot_record(hs, "companies", c);
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.phone"), "+3 333");
+    json_decref(rec);
+
+    /* A batch is read in one call; each record keeps what is empty for it.
+     * A record that does not exist has nothing to keep (the update then
+     * fails for it at HubSpot). */
+    ie_create("hs-int", "companies", "{'name':'IE D'}", d);
+    st = wr("hs-int", "companies", &j,
+            "{'groupRef':'customer-ie','type':'update','batch':["
+            "{'record':{'id':'%s','phone':'+4'}},"
+            "{'record':{'id':'%s','phone':'+5','domain':'b.example'}},"
+            "{'record':{'id':'%s','phone':'+6'}},"
+            "{'record':{'id':'99999999','phone':'+7'}}]}",
+            a, b, d);
+    CU_ASSERT_EQUAL(st, 200);
+    CU_ASSERT_EQUAL(ji(j, "successCount"), 3);
+    CU_ASSERT_EQUAL(ji(j, "failureCount"), 1);
+    CU_ASSERT_TRUE(json_is_false(jget(j, "results.3.success")));
+    json_decref(j);
+    sent = last_body(hs, "POST", "/crm/v3/objects/companies/batch/read");
+    snprintf(want, sizeof want,
+             "{'properties':['phone','domain'],'inputs':[{'id':'%s'},{'id':'%s'},{'id':'%s'},"
+             "{'id':'99999999'}]}",
+             a, b, d);
+    CU_ASSERT_TRUE(json_eq_text(sent, want));
+    json_decref(sent);
+    sent = last_body(hs, "POST", "/crm/v3/objects/companies/batch/update");
+    CU_ASSERT_TRUE(json_eq_text(jget(sent, "inputs.0.properties"), "{}"));
+    CU_ASSERT_TRUE(json_eq_text(jget(sent, "inputs.1.properties"), "{}"));
+    CU_ASSERT_TRUE(json_eq_text(jget(sent, "inputs.2.properties"),
+                                "{'phone':'+6','domain':'default.example'}"));
+    CU_ASSERT_TRUE(json_eq_text(jget(sent, "inputs.3.properties"),
+                                "{'phone':'+7','domain':'default.example'}"));
+    json_decref(sent);
+    rec = fake_hubspot_record(hs, "companies", a);
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.phone"), "+1 111");
+    json_decref(rec);
+    rec = fake_hubspot_record(hs, "companies", b);
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.phone"), "+2 222");
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.domain"), "default.example");
+    json_decref(rec);
+    rec = fake_hubspot_record(hs, "companies", d);
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.phone"), "+6");
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.domain"), "default.example");
+    json_decref(rec);
+
+    /* A read the provider cannot answer now: 502, retryable, nothing written. */
+    snprintf(path, sizeof path, "/crm/v3/objects/companies/%s", b);
+    size_t patches = count_exact(hs, "PATCH", path);
+    struct fake_fault f503 = {.status = 503};
+    fake_inject(hs, "GET", path, &f503, 1);
+    st = wr("hs-int", "companies", &j,
+            "{'groupRef':'customer-ie','type':'update','record':{'id':'%s','name':'IE B2'}}", b);
+    expect_problem(st, j, 502, NULL);
+    CU_ASSERT_TRUE(json_is_true(jget(j, "retryable")));
+    CU_ASSERT_PTR_NOT_NULL(strstr(js(j, "detail"), "provider 'hubspot' answered 503 while reading "
+                                                   "the current values"));
+    json_decref(j);
+    CU_ASSERT_EQUAL(count_exact(hs, "PATCH", path), patches);
+    struct fake_fault f429 = {.status = 429, .retry_after = "3"};
+    fake_inject(hs, "GET", path, &f429, 1);
+    st = wr("hs-int", "companies", &j,
+            "{'groupRef':'customer-ie','type':'update','record':{'id':'%s','name':'IE B2'}}", b);
+    expect_problem(st, j, 429, NULL);
+    json_decref(j);
+    CU_ASSERT_EQUAL(count_exact(hs, "PATCH", path), patches);
+}
+
+static void test_if_empty_async_read_retry(void)
+{
+    char b[64], path[160];
+    ie_create("hs-int", "companies", "{'name':'IE async','phone':'+1 000'}", b);
+    snprintf(path, sizeof path, "/crm/v3/objects/companies/%s", b);
+    size_t gets = count_exact(hs, "GET", path);
+    struct fake_fault f503 = {.status = 503};
+    fake_inject(hs, "GET", path, &f503, 1);
+    json_t *j = NULL;
+    long st = wr("hs-int", "companies", &j,
+                 "{'groupRef':'customer-ie','type':'update','mode':'asynchronous','record':"
+                 "{'id':'%s','name':'IE async 2','phone':'+9'}}",
+                 b);
+    CU_ASSERT_EQUAL_FATAL(st, 200);
+    char id[64];
+    snprintf(id, sizeof id, "%s", js(j, "operationId"));
+    json_decref(j);
+    CU_ASSERT_EQUAL(wait_attempts(id, 1, 5000), 1);
+    json_t *op = get_op(id);
+    CU_ASSERT_STRING_EQUAL(js(op, "status"), "in_progress");
+    CU_ASSERT_STRING_EQUAL(js(op, "metadata.lastError"),
+                           "provider 'hubspot' answered 503 while reading the current values "
+                           "(writeOnUpdate: ifEmpty)");
+    json_decref(op);
+    CU_ASSERT_EQUAL(count_exact(hs, "GET", path), gets + 1);
+    CU_ASSERT_EQUAL(count_exact(hs, "PATCH", path), 0);
+    /* The retry reads again, then writes what is still empty. */
+    advance(2500);
+    op = wait_done(id, 5000);
+    CU_ASSERT_STRING_EQUAL(js(op, "status"), "success");
+    CU_ASSERT_EQUAL(ji(op, "metadata.retry.attempts"), 2);
+    json_decref(op);
+    CU_ASSERT_EQUAL(count_exact(hs, "GET", path), gets + 2);
+    json_t *sent = last_body(hs, "PATCH", path);
+    CU_ASSERT_TRUE(json_eq_text(sent, "{'properties':{'name':'IE async 2','domain':'default.example'}}"));
+    json_decref(sent);
+    json_t *rec = fake_hubspot_record(hs, "companies", b);
+    CU_ASSERT_STRING_EQUAL(js(rec, "properties.phone"), "+1 000");
+    json_decref(rec);
+}
+
+/* The fake has no sObject Collections retrieve (GET composite/sobjects/{obj});
+ * its answer is injected, made of the fake's own records as Salesforce
+ * would return them (null for an id it does not have). */
+static void sf_canned_collection(char *const *ids, size_t n, int times)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *rec = fake_salesforce_record(sf, "Account", ids[i]);
+        json_array_append_new(arr, rec ? rec : json_null());
+    }
+    char *body = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    struct fake_fault canned = {.status = 200, .body = body};
+    fake_inject(sf, "GET", "/services/data/v59.0/composite/sobjects/Account", &canned, times);
+    free(body);
+}
+
+static void test_if_empty_salesforce(void)
+{
+    char x[64], y[64], z[64], path[200], want[1024];
+    ie_create("sf-int", "Account", "{'Name':'IE X','Phone':'111'}", x);
+    ie_create("sf-int", "Account", "{'Name':'IE Y'}", y);
+    json_t *rec = fake_salesforce_record(sf, "Account", x);
+    CU_ASSERT_PTR_NULL(jget(rec, "Rating"));
+    json_decref(rec);
+
+    json_t *j = NULL;
+    long st = wr("sf-int", "Account", &j,
+                 "{'groupRef':'customer-ie','type':'update','record':{'id':'%s','Name':'IE X2',"
+                 "'Phone':'999'}}",
+                 x);
+    CU_ASSERT_EQUAL(st, 200);
+    json_decref(j);
+    snprintf(path, sizeof path, "/services/data/v59.0/sobjects/Account/%s", x);
+    check_query(sf, "GET", path, "fields=Phone,Rating");
+    json_t *sent = last_body(sf, "PATCH", path);
+    CU_ASSERT_TRUE(json_eq_text(sent, "{'Name':'IE X2','Rating':'Warm'}"));
+    json_decref(sent);
+    rec = fake_salesforce_record(sf, "Account", x);
+    CU_ASSERT_STRING_EQUAL(js(rec, "Phone"), "111");
+    CU_ASSERT_STRING_EQUAL(js(rec, "Rating"), "Warm");
+    json_decref(rec);
+
+    st = wr("sf-int", "Account", &j,
+            "{'groupRef':'customer-ie','type':'update','record':{'id':'%s','Phone':'222'}}", y);
+    CU_ASSERT_EQUAL(st, 200);
+    json_decref(j);
+    snprintf(path, sizeof path, "/services/data/v59.0/sobjects/Account/%s", y);
+    sent = last_body(sf, "PATCH", path);
+    CU_ASSERT_TRUE(json_eq_text(sent, "{'Phone':'222','Rating':'Warm'}"));
+    json_decref(sent);
+
+    /* A batch: one collection read, then each record keeps what is empty. */
+    ie_create("sf-int", "Account", "{'Name':'IE Z'}", z);
+    char *ids[] = {x, y, z};
+    sf_canned_collection(ids, 3, 1);
+    st = wr("sf-int", "Account", &j,
+            "{'groupRef':'customer-ie','type':'update','batch':["
+            "{'record':{'id':'%s','Phone':'333'}},"
+            "{'record':{'id':'%s','Rating':'Hot'}},"
+            "{'record':{'id':'%s','Phone':'444'}}]}",
+            x, y, z);
+    CU_ASSERT_EQUAL(st, 200);
+    CU_ASSERT_EQUAL(ji(j, "successCount"), 3);
+    json_decref(j);
+    snprintf(want, sizeof want, "ids=%s,%s,%s&fields=Phone,Rating", x, y, z);
+    check_query(sf, "GET", "/services/data/v59.0/composite/sobjects/Account", want);
+    sent = last_body(sf, "PATCH", "/services/data/v59.0/composite/sobjects");
+    snprintf(want, sizeof want,
+             "{'allOrNone':false,'records':["
+             "{'attributes':{'type':'Account'},'id':'%s'},"
+             "{'attributes':{'type':'Account'},'id':'%s'},"
+             "{'attributes':{'type':'Account'},'id':'%s','Phone':'444','Rating':'Warm'}]}",
+             x, y, z);
+    CU_ASSERT_TRUE(json_eq_text(sent, want));
+    json_decref(sent);
+    rec = fake_salesforce_record(sf, "Account", y);
+    CU_ASSERT_STRING_EQUAL(js(rec, "Rating"), "Warm");
+    json_decref(rec);
+    rec = fake_salesforce_record(sf, "Account", z);
+    CU_ASSERT_STRING_EQUAL(js(rec, "Phone"), "444");
+    CU_ASSERT_STRING_EQUAL(js(rec, "Rating"), "Warm");
+    json_decref(rec);
+
+    /* Asynchronously: the collection read answers 503 first, the write is
+     * retried, read again and sent. */
+    char w[64];
+    ie_create("sf-int", "Account", "{'Name':'IE W','Phone':'555'}", w);
+    struct fake_fault f503 = {.status = 503};
+    fake_inject(sf, "GET", "/services/data/v59.0/composite/sobjects/Account", &f503, 1);
+    char *ids2[] = {w, z};
+    sf_canned_collection(ids2, 2, 1);
+    size_t patches = count_exact(sf, "PATCH", "/services/data/v59.0/composite/sobjects");
+    st = wr("sf-int", "Account", &j,
+            "{'groupRef':'customer-ie','type':'update','mode':'asynchronous','batch':["
+            "{'record':{'id':'%s','Phone':'666'}},{'record':{'id':'%s','Phone':'777'}}]}",
+            w, z);
+    CU_ASSERT_EQUAL_FATAL(st, 200);
+    char op_id[64];
+    snprintf(op_id, sizeof op_id, "%s", js(j, "operationId"));
+    json_decref(j);
+    CU_ASSERT_EQUAL(wait_attempts(op_id, 1, 5000), 1);
+    json_t *op = get_op(op_id);
+    CU_ASSERT_STRING_EQUAL(js(op, "status"), "in_progress");
+    CU_ASSERT_STRING_EQUAL(js(op, "metadata.lastError"),
+                           "provider 'salesforce' answered 503 while reading the current values "
+                           "(writeOnUpdate: ifEmpty)");
+    json_decref(op);
+    CU_ASSERT_EQUAL(count_exact(sf, "PATCH", "/services/data/v59.0/composite/sobjects"), patches);
+    advance(2500);
+    op = wait_done(op_id, 5000);
+    CU_ASSERT_STRING_EQUAL(js(op, "status"), "success");
+    CU_ASSERT_EQUAL(ji(op, "metadata.retry.attempts"), 2);
+    json_decref(op);
+    sent = last_body(sf, "PATCH", "/services/data/v59.0/composite/sobjects");
+    snprintf(want, sizeof want,
+             "{'allOrNone':false,'records':["
+             "{'attributes':{'type':'Account'},'id':'%s','Rating':'Warm'},"
+             "{'attributes':{'type':'Account'},'id':'%s'}]}",
+             w, z);
+    CU_ASSERT_TRUE(json_eq_text(sent, want));
+    json_decref(sent);
+    rec = fake_salesforce_record(sf, "Account", w);
+    CU_ASSERT_STRING_EQUAL(js(rec, "Phone"), "555");
+    CU_ASSERT_STRING_EQUAL(js(rec, "Rating"), "Warm");
+    json_decref(rec);
 }
 
 /* ---- synchronous provider failures ------------------------------------------------ */
@@ -1712,6 +2050,27 @@ static int setup(void)
                             "{'enabled':true}},'Contact':{'deletionSettings':{'enabled':false}}}}}}",
                             inst_sf) != 0)
         return -1;
+    /* writeOnUpdate: ifEmpty, with and without defaults. */
+    snprintf(body, sizeof body, HS_CONN, "customer-ie");
+    if (connect_and_install("hs-int", body,
+                            "{'content':{'write':{'objects':{'companies':{'selectedFieldSettings':{"
+                            "'phone':{'writeOnUpdate':'ifEmpty'},"
+                            "'domain':{'default':{'stringValue':'default.example'},"
+                            "'writeOnCreate':'never','writeOnUpdate':'ifEmpty'}}}}}}}",
+                            inst_hs_ie) != 0)
+        return -1;
+    snprintf(body, sizeof body,
+             "{'groupRef':'customer-ie','provider':'salesforce','providerMetadata':{'instance_url':"
+             "{'value':'%s'}},'oauth2AuthorizationCode':{'accessToken':{'token':'sf-access-1'},"
+             "'refreshToken':{'token':'sf-refresh-1'}}}",
+             fake_base_url(sf));
+    if (connect_and_install("sf-int", body,
+                            "{'content':{'write':{'objects':{'Account':{'selectedFieldSettings':{"
+                            "'Phone':{'writeOnUpdate':'ifEmpty'},"
+                            "'Rating':{'default':{'stringValue':'Warm'},"
+                            "'writeOnCreate':'never','writeOnUpdate':'ifEmpty'}}}}}}}",
+                            inst_sf_ie) != 0)
+        return -1;
     char inst_echo[64];
     if (connect_and_install("echo-int",
                             "{'groupRef':'customer-1','provider':'echo','apiKey':'echo-secret'}",
@@ -1737,6 +2096,9 @@ static CU_TestInfo tests[] = {
     {"salesforce_batches", test_salesforce_batches},
     {"field_settings", test_field_settings},
     {"inherit_mapping", test_inherit_mapping},
+    {"if_empty_hubspot", test_if_empty_hubspot},
+    {"if_empty_async_read_retry", test_if_empty_async_read_retry},
+    {"if_empty_salesforce", test_if_empty_salesforce},
     {"sync_provider_outage", test_sync_provider_outage},
     {"async_write_is_stored_then_run", test_async_write_is_stored_then_run},
     {"async_batches", test_async_batches},

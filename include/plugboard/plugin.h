@@ -1,5 +1,5 @@
 /*
- * plugboard provider plugin ABI, version 1.
+ * plugboard provider plugin ABI, version 1 (minor 1: the read slots).
  *
  * This header is the whole contract between the plugboard core and a provider
  * plugin. A plugin is a shared object that exports exactly one symbol,
@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PB_PLUGIN_ABI_MAJOR 1
-#define PB_PLUGIN_ABI_MINOR 0
+#define PB_PLUGIN_ABI_MINOR 1
 #define PB_PLUGIN_ENTRY_SYMBOL "pb_plugin_entry"
 
 #if defined(__GNUC__)
@@ -296,6 +296,26 @@ struct pb_plugin {
 
     /* Optional: refine the core's default classification of a response. */
     void (*classify)(void *state, const pb_http_response *resp, struct pb_classification *out);
+
+    /* ABI 1.1. Optional: the current values of some fields of one record, so
+     * the core can honour writeOnUpdate: ifEmpty. encode_read builds the
+     * request for record w->record_id of w->object asking for at least the
+     * provider fields in `fields` (borrowed array of strings). decode_read
+     * sets *out to a new reference to {field: value} (absent or null: no
+     * value), or NULL when the record does not exist; PB_EPROVIDER when the
+     * answer cannot be read. Without these slots such an update is refused. */
+    int (*encode_read)(void *state, const struct pb_write *w, const json_t *fields,
+                       pb_http_request *req, pb_error *err);
+    int (*decode_read)(void *state, const struct pb_write *w, const pb_http_response *resp,
+                       json_t **out, pb_error *err);
+    /* ABI 1.1. Optional: the same for an update batch in one call; *out is an
+     * array in input order of decode_read's results (null: no such record).
+     * Without them an update batch (or auto batch) with such fields is
+     * refused. */
+    int (*encode_read_batch)(void *state, const struct pb_batch *b, const json_t *fields,
+                             pb_http_request *req, pb_error *err);
+    int (*decode_read_batch)(void *state, const struct pb_batch *b, const pb_http_response *resp,
+                             json_t **out, pb_error *err);
 };
 
 /* The one exported symbol. */

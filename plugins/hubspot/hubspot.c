@@ -1,6 +1,7 @@
 /*
  * HubSpot provider plugin: OAuth2 (or private-app tokens), CRM v3 object
- * writes, batch create/update, deletes and associations on create.
+ * writes, batch create/update, deletes, associations on create, and reads
+ * of current values (single and batch) for writeOnUpdate: ifEmpty.
  * It only translates; the core performs every call.
  */
 #include <plugboard/plugin.h>
@@ -1032,6 +1033,214 @@ static int hs_decode_batch(void *state, const struct pb_batch *b, const pb_http_
     return PB_OK;
 }
 
+/* ---- reads (writeOnUpdate: ifEmpty) ---------------------------------------- */
+
+/* `fields` must be a non-empty array of non-empty strings. */
+static int check_fields(const struct hs_state *s, const json_t *fields, pb_error *err)
+{
+    size_t i;
+    json_t *f;
+    int ok = json_is_array(fields) && json_array_size(fields) > 0;
+    json_array_foreach(fields, i, f) ok &= json_is_string(f) && json_string_length(f) > 0;
+    if (!ok) {
+        s->svc->error_set(err, PB_EINVAL, "fields", "a read needs a list of property names");
+        return PB_EINVAL;
+    }
+    return PB_OK;
+}
+
+static int hs_encode_read(void *state, const struct pb_write *w, const json_t *fields,
+                          pb_http_request *req, pb_error *err)
+{
+    const struct hs_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    int rc = check_object(s, w->object, err);
+    if (rc != PB_OK)
+        return rc;
+    if (!nonempty(w->record_id)) {
+        svc->error_set(err, PB_EINVAL, "record.id", "a read needs record.id");
+        return PB_EINVAL;
+    }
+    if ((rc = check_fields(s, fields, err)) != PB_OK)
+        return rc;
+    /* ?properties=a,b: each name escaped, the commas kept. */
+    struct sbuf q = {0};
+    size_t i;
+    json_t *f;
+    sb_add(&q, "?properties=");
+    json_array_foreach(fields, i, f) {
+        char *e = svc->url_escape(json_string_value(f));
+        if (!e) {
+            q.oom = 1;
+            break;
+        }
+        if (i)
+            sb_add(&q, ",");
+        sb_add(&q, e);
+        svc->str_free(e);
+    }
+    rc = q.oom ? PB_ENOMEM : svc->req_set_method(req, "GET");
+    if (rc == PB_OK)
+        rc = set_object_url(s, req, w->object, w->record_id, q.p, err);
+    free(q.p);
+    return rc;
+}
+
+/* The properties of a record as HubSpot answers it (new reference) or NULL. */
+static json_t *record_properties(const json_t *rec)
+{
+    json_t *props = json_object_get(rec, "properties");
+    return json_is_object(props) ? json_deep_copy(props) : NULL;
+}
+
+static int hs_decode_read(void *state, const struct pb_write *w, const pb_http_response *resp,
+                          json_t **out, pb_error *err)
+{
+    const struct hs_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    int status = svc->resp_status(resp);
+    json_t *body = svc->resp_json(resp);
+    (void)w;
+    *out = NULL;
+    if (status == 404)
+        return PB_OK;
+    if (status >= 200 && status < 300) {
+        *out = record_properties(body);
+        if (*out)
+            return PB_OK;
+        svc->error_set(err, PB_EPROVIDER, NULL, "hubspot answered HTTP %d without properties",
+                       status);
+        return PB_EPROVIDER;
+    }
+    const char *msg = json_string_value(json_object_get(body, "message"));
+    svc->error_set(err, PB_EPROVIDER, NULL, "hubspot answered HTTP %d%s%s", status,
+                   msg ? ": " : "", msg ? msg : "");
+    return PB_EPROVIDER;
+}
+
+static int hs_encode_read_batch(void *state, const struct pb_batch *b, const json_t *fields,
+                                pb_http_request *req, pb_error *err)
+{
+    const struct hs_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    char field[64];
+    int rc = check_object(s, b->object, err);
+    if (rc != PB_OK)
+        return rc;
+    size_t n = json_array_size(b->items);
+    if (!json_is_array(b->items) || n == 0 || n > HS_MAX_BATCH) {
+        svc->error_set(err, PB_EINVAL, "batch", "a hubspot batch holds 1 to %d records",
+                       HS_MAX_BATCH);
+        return PB_EINVAL;
+    }
+    if ((rc = check_fields(s, fields, err)) != PB_OK)
+        return rc;
+    json_t *inputs = json_array();
+    json_t *body = json_pack("{s:o, s:o}", "properties", json_deep_copy(fields), "inputs", inputs);
+    if (!body)
+        return PB_ENOMEM;
+    size_t i, j;
+    json_t *item, *in;
+    json_array_foreach(b->items, i, item) {
+        json_t *id = id_json(json_object_get(item, "id"));
+        if (!id) {
+            snprintf(field, sizeof field, "batch[%zu].record.id", i);
+            svc->error_set(err, PB_EINVAL, field, "a read needs %s", field);
+            json_decref(body);
+            return PB_EINVAL;
+        }
+        /* HubSpot refuses an id given twice. */
+        int seen = 0;
+        json_array_foreach(inputs, j, in) seen |= json_equal(json_object_get(in, "id"), id);
+        if (seen)
+            json_decref(id);
+        else
+            json_array_append_new(inputs, json_pack("{s:o}", "id", id));
+    }
+    rc = svc->req_set_method(req, "POST");
+    if (rc == PB_OK)
+        rc = set_object_url(s, req, b->object, NULL, "/batch/read", err);
+    if (rc != PB_OK) {
+        json_decref(body);
+        return rc;
+    }
+    return svc->req_set_json(req, body);
+}
+
+/* 1 when an OBJECT_NOT_FOUND error of `errors` names record `id`. */
+static int reported_missing(const json_t *errors, const char *id)
+{
+    size_t i, j;
+    json_t *e, *v;
+    json_array_foreach(errors, i, e) {
+        const char *cat = json_string_value(json_object_get(e, "category"));
+        if (!cat || strcmp(cat, "OBJECT_NOT_FOUND") != 0)
+            continue;
+        json_array_foreach(json_object_get(json_object_get(e, "context"), "ids"), j, v) {
+            const char *s = json_string_value(v);
+            if (s && strcmp(s, id) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int hs_decode_read_batch(void *state, const struct pb_batch *b,
+                                const pb_http_response *resp, json_t **out, pb_error *err)
+{
+    const struct hs_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    int status = svc->resp_status(resp);
+    json_t *body = svc->resp_json(resp);
+    size_t n = json_array_size(b->items), i, j;
+    *out = NULL;
+    int missing_all = status == 404;
+    if (!missing_all && (status < 200 || status >= 300 || !json_is_object(body))) {
+        const char *msg = json_string_value(json_object_get(body, "message"));
+        svc->error_set(err, PB_EPROVIDER, NULL, "hubspot answered HTTP %d%s%s", status,
+                       msg ? ": " : "", msg ? msg : "");
+        return PB_EPROVIDER;
+    }
+    json_t *res = json_array();
+    if (!res)
+        return PB_ENOMEM;
+    json_t *results = json_object_get(body, "results");
+    json_t *errors = json_object_get(body, "errors");
+    for (i = 0; i < n; i++) {
+        json_t *id = id_json(json_object_get(json_array_get(b->items, i), "id"));
+        json_t *found = NULL, *r;
+        if (!missing_all) {
+            /* Results come in any order: matched by id. */
+            json_array_foreach(results, j, r) {
+                json_t *rid = id_json(json_object_get(r, "id"));
+                int same = id && rid && json_equal(id, rid);
+                json_decref(rid);
+                if (same) {
+                    found = r;
+                    break;
+                }
+            }
+        }
+        json_t *props = found ? record_properties(found) : NULL;
+        if (props) {
+            json_array_append_new(res, props);
+        } else if (!found && id &&
+                   (missing_all || reported_missing(errors, json_string_value(id)))) {
+            json_array_append_new(res, json_null());
+        } else {
+            /* Never guess "empty": that would overwrite a kept value. */
+            svc->error_set(err, PB_EPROVIDER, NULL, "hubspot returned no properties for record %s",
+                           id ? json_string_value(id) : "?");
+            json_decref(id);
+            json_decref(res);
+            return PB_EPROVIDER;
+        }
+        json_decref(id);
+    }
+    *out = res;
+    return PB_OK;
+}
+
 /* ---- classification -------------------------------------------------------- */
 
 static int parse_i64(const char *s, int64_t *v)
@@ -1106,9 +1315,9 @@ static void hs_classify(void *state, const pb_http_response *resp, struct pb_cla
 static const struct pb_plugin hubspot_plugin = {
     PB_PLUGIN_HEAD,
     .name = "hubspot",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "HubSpot CRM v3: OAuth2 or private-app tokens, writes, batches, deletes, "
-                   "associations",
+                   "associations, reads for ifEmpty",
     .config_keys = hs_config_keys,
     .max_batch_size = HS_MAX_BATCH,
     .init = hs_init,
@@ -1126,6 +1335,10 @@ static const struct pb_plugin hubspot_plugin = {
     .encode_delete = hs_encode_delete,
     .encode_associations = hs_encode_associations,
     .classify = hs_classify,
+    .encode_read = hs_encode_read,
+    .decode_read = hs_decode_read,
+    .encode_read_batch = hs_encode_read_batch,
+    .decode_read_batch = hs_decode_read_batch,
 };
 
 PB_PLUGIN_DEFINE(hubspot_plugin)

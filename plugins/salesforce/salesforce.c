@@ -1,7 +1,9 @@
 /*
  * Salesforce provider plugin: OAuth2 web-server and client-credentials
- * flows, REST sObject writes, composite batch create/update, deletes and the
- * Sforce-* request headers. The base URL is the connection's instance_url.
+ * flows, REST sObject writes, composite batch create/update, deletes, the
+ * Sforce-* request headers, and reads of current values (one record or an
+ * sObject collection) for writeOnUpdate: ifEmpty. The base URL is the
+ * connection's instance_url.
  * It only translates; the core performs every call.
  */
 #include <plugboard/plugin.h>
@@ -867,6 +869,226 @@ static int sf_decode_batch(void *state, const struct pb_batch *b, const pb_http_
     return PB_OK;
 }
 
+/* ---- reads (writeOnUpdate: ifEmpty) ---------------------------------------- */
+
+/* Appends name=, then the escaped strings of `list` joined by commas (kept
+ * literal, as Salesforce documents its list parameters). */
+static void sb_list(const struct pb_core_services *svc, struct sbuf *b, const char *sep,
+                    const char *name, const json_t *list)
+{
+    size_t i;
+    json_t *v;
+    sb_add(b, sep);
+    sb_add(b, name);
+    sb_add(b, "=");
+    json_array_foreach(list, i, v) {
+        if (i)
+            sb_add(b, ",");
+        sb_escaped(svc, b, json_string_value(v));
+    }
+}
+
+/* `fields` must be a non-empty array of non-empty strings. */
+static int check_fields(const struct sf_state *s, const json_t *fields, pb_error *err)
+{
+    size_t i;
+    json_t *f;
+    int ok = json_is_array(fields) && json_array_size(fields) > 0;
+    json_array_foreach(fields, i, f) ok &= json_is_string(f) && json_string_length(f) > 0;
+    if (!ok) {
+        s->svc->error_set(err, PB_EINVAL, "fields", "a read needs a list of field names");
+        return PB_EINVAL;
+    }
+    return PB_OK;
+}
+
+/* Sets a URL under /services/data/{version}/ with the sbuf's text after it. */
+static int set_data_url_query(const struct sf_state *s, pb_http_request *req, struct sbuf *path,
+                              pb_error *err)
+{
+    const struct pb_core_services *svc = s->svc;
+    int rc = path->oom ? PB_ENOMEM : svc->req_set_url(req, path->p);
+    free(path->p);
+    if (rc != PB_OK && rc != PB_ENOMEM)
+        svc->error_set(err, rc, "object", "cannot build the request URL");
+    return rc;
+}
+
+static int sf_encode_read(void *state, const struct pb_write *w, const json_t *fields,
+                          pb_http_request *req, pb_error *err)
+{
+    const struct sf_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    int rc = check_object(s, w->object, err);
+    if (rc != PB_OK)
+        return rc;
+    if (!nonempty(w->record_id)) {
+        svc->error_set(err, PB_EINVAL, "record.id", "a read needs record.id");
+        return PB_EINVAL;
+    }
+    if ((rc = check_fields(s, fields, err)) != PB_OK)
+        return rc;
+    if ((rc = svc->req_set_method(req, "GET")) != PB_OK)
+        return rc;
+    struct sbuf b = {0};
+    sb_add(&b, "/services/data/");
+    sb_add(&b, s->api_version);
+    sb_add(&b, "/sobjects/");
+    sb_escaped(svc, &b, w->object);
+    sb_add(&b, "/");
+    sb_escaped(svc, &b, w->record_id);
+    sb_list(svc, &b, "?", "fields", fields);
+    return set_data_url_query(s, req, &b, err);
+}
+
+/* An sObject's fields without its "attributes" (new reference) or NULL. */
+static json_t *sobject_fields(const json_t *rec)
+{
+    if (!json_is_object(rec))
+        return NULL;
+    json_t *out = json_deep_copy(rec);
+    json_object_del(out, "attributes");
+    return out;
+}
+
+static int sf_decode_read(void *state, const struct pb_write *w, const pb_http_response *resp,
+                          json_t **out, pb_error *err)
+{
+    const struct sf_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    int status = svc->resp_status(resp);
+    json_t *body = svc->resp_json(resp);
+    (void)w;
+    *out = NULL;
+    if (status == 404)
+        return PB_OK;
+    if (status < 200 || status >= 300)
+        return provider_error(s, status, body, err);
+    *out = sobject_fields(body);
+    if (*out)
+        return PB_OK;
+    svc->error_set(err, PB_EPROVIDER, NULL, "salesforce answered HTTP %d without a record",
+                   status);
+    return PB_EPROVIDER;
+}
+
+/* The distinct ids of an update batch, in first-seen order (new array). */
+static int distinct_ids(const struct sf_state *s, const struct pb_batch *b, json_t **out,
+                        pb_error *err)
+{
+    json_t *ids = json_array();
+    size_t i, j;
+    json_t *item, *seen;
+    *out = NULL;
+    if (!ids)
+        return PB_ENOMEM;
+    json_array_foreach(b->items, i, item) {
+        json_t *id = id_json(json_object_get(item, "id"));
+        if (!id) {
+            char field[64];
+            snprintf(field, sizeof field, "batch[%zu].record.id", i);
+            s->svc->error_set(err, PB_EINVAL, field, "a read needs %s", field);
+            json_decref(ids);
+            return PB_EINVAL;
+        }
+        int dup = 0;
+        json_array_foreach(ids, j, seen) dup |= json_equal(seen, id);
+        if (dup)
+            json_decref(id);
+        else
+            json_array_append_new(ids, id);
+    }
+    *out = ids;
+    return PB_OK;
+}
+
+static int sf_encode_read_batch(void *state, const struct pb_batch *b, const json_t *fields,
+                                pb_http_request *req, pb_error *err)
+{
+    const struct sf_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    int rc = check_object(s, b->object, err);
+    if (rc != PB_OK)
+        return rc;
+    size_t n = json_array_size(b->items);
+    if (!json_is_array(b->items) || n == 0 || n > SF_MAX_BATCH) {
+        svc->error_set(err, PB_EINVAL, "batch", "a salesforce batch holds 1 to %d records",
+                       SF_MAX_BATCH);
+        return PB_EINVAL;
+    }
+    if ((rc = check_fields(s, fields, err)) != PB_OK)
+        return rc;
+    json_t *ids;
+    if ((rc = distinct_ids(s, b, &ids, err)) != PB_OK)
+        return rc;
+    if ((rc = svc->req_set_method(req, "GET")) != PB_OK) {
+        json_decref(ids);
+        return rc;
+    }
+    /* sObject Collections retrieve: one record (or null) per id, in order. */
+    struct sbuf u = {0};
+    sb_add(&u, "/services/data/");
+    sb_add(&u, s->api_version);
+    sb_add(&u, "/composite/sobjects/");
+    sb_escaped(svc, &u, b->object);
+    sb_list(svc, &u, "?", "ids", ids);
+    sb_list(svc, &u, "&", "fields", fields);
+    json_decref(ids);
+    return set_data_url_query(s, req, &u, err);
+}
+
+static int sf_decode_read_batch(void *state, const struct pb_batch *b,
+                                const pb_http_response *resp, json_t **out, pb_error *err)
+{
+    const struct sf_state *s = state;
+    const struct pb_core_services *svc = s->svc;
+    int status = svc->resp_status(resp);
+    json_t *body = svc->resp_json(resp);
+    *out = NULL;
+    if (status < 200 || status >= 300)
+        return provider_error(s, status, body, err);
+    json_t *ids;
+    int rc = distinct_ids(s, b, &ids, err);
+    if (rc != PB_OK)
+        return rc;
+    if (!json_is_array(body) || json_array_size(body) != json_array_size(ids)) {
+        svc->error_set(err, PB_EPROVIDER, NULL, "salesforce answered %zu records for %zu ids",
+                       json_array_size(body), json_array_size(ids));
+        json_decref(ids);
+        return PB_EPROVIDER;
+    }
+    json_t *res = json_array();
+    size_t i, j;
+    json_t *item, *id;
+    json_array_foreach(b->items, i, item) {
+        json_t *mine = id_json(json_object_get(item, "id"));
+        json_t *rec = NULL;
+        json_array_foreach(ids, j, id) {
+            if (json_equal(id, mine)) {
+                rec = json_array_get(body, j);
+                break;
+            }
+        }
+        json_decref(mine);
+        if (json_is_null(rec)) {
+            json_array_append_new(res, json_null()); /* no such record, or not visible */
+            continue;
+        }
+        json_t *fields = sobject_fields(rec);
+        if (!fields) {
+            svc->error_set(err, PB_EPROVIDER, NULL, "salesforce answered a record that is not "
+                                                    "an object");
+            json_decref(res);
+            json_decref(ids);
+            return PB_EPROVIDER;
+        }
+        json_array_append_new(res, fields);
+    }
+    json_decref(ids);
+    *out = res;
+    return PB_OK;
+}
+
 /* ---- headers and classification -------------------------------------------- */
 
 static int sf_header_allowed(void *state, const char *name)
@@ -941,9 +1163,9 @@ static void sf_classify(void *state, const pb_http_response *resp, struct pb_cla
 static const struct pb_plugin salesforce_plugin = {
     PB_PLUGIN_HEAD,
     .name = "salesforce",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "Salesforce REST API: OAuth2, sObject writes, composite batches, deletes, "
-                   "Sforce-* headers",
+                   "Sforce-* headers, reads for ifEmpty",
     .config_keys = sf_config_keys,
     .max_batch_size = SF_MAX_BATCH,
     .init = sf_init,
@@ -961,6 +1183,10 @@ static const struct pb_plugin salesforce_plugin = {
     .encode_delete = sf_encode_delete,
     .header_allowed = sf_header_allowed,
     .classify = sf_classify,
+    .encode_read = sf_encode_read,
+    .decode_read = sf_decode_read,
+    .encode_read_batch = sf_encode_read_batch,
+    .decode_read_batch = sf_decode_read_batch,
 };
 
 PB_PLUGIN_DEFINE(salesforce_plugin)

@@ -6,6 +6,10 @@
  *   BROKEN_NO_SYMBOL   no pb_plugin_entry, another export instead
  *   BROKEN_INIT_FAILS  init refuses with PB_ECONFIG         (name "init_fails")
  *   BROKEN_DUP_NAME    a valid plugin that calls itself "hubspot"
+ *   BROKEN_ABI_V10     not broken: a plugin built against ABI 1.0, whose
+ *                      struct_size ends before the 1.1 read slots; the
+ *                      bytes past it hold read slots the loader must not
+ *                      see (name "abi_v10")
  * Apart from the defect each variant is a complete, valid plugin.
  */
 #include <plugboard/plugin.h>
@@ -24,8 +28,10 @@
 #define BROKEN_NAME "init_fails"
 #elif defined(BROKEN_DUP_NAME)
 #define BROKEN_NAME "hubspot"
+#elif defined(BROKEN_ABI_V10)
+#define BROKEN_NAME "abi_v10"
 #else
-#error "define one of BROKEN_ABI_NEWER, BROKEN_ABI_OLDER, BROKEN_NO_SYMBOL, BROKEN_INIT_FAILS, BROKEN_DUP_NAME"
+#error "define one of BROKEN_ABI_NEWER, BROKEN_ABI_OLDER, BROKEN_NO_SYMBOL, BROKEN_INIT_FAILS, BROKEN_DUP_NAME, BROKEN_ABI_V10"
 #endif
 
 struct broken_state {
@@ -81,8 +87,31 @@ static int broken_apply_credentials(void *state, const struct pb_credentials *cr
     return s->svc->req_add_header(req, "X-Api-Key", cred->api_key);
 }
 
+#ifdef BROKEN_ABI_V10
+/* Past the 1.0 struct_size: a loader that read them would be wrong. */
+static int v10_encode_read(void *state, const struct pb_write *w, const json_t *fields,
+                           pb_http_request *req, pb_error *err)
+{
+    (void)state, (void)w, (void)fields, (void)req, (void)err;
+    abort();
+}
+
+static int v10_decode_read(void *state, const struct pb_write *w, const pb_http_response *resp,
+                           json_t **out, pb_error *err)
+{
+    (void)state, (void)w, (void)resp, (void)out, (void)err;
+    abort();
+}
+#endif
+
 static const struct pb_plugin broken_plugin = {
-#ifdef BROKEN_ABI_MAJOR
+#if defined(BROKEN_ABI_V10)
+    .abi_major = PB_PLUGIN_ABI_MAJOR,
+    .abi_minor = 0,
+    .struct_size = offsetof(struct pb_plugin, encode_read),
+    .encode_read = v10_encode_read,
+    .decode_read = v10_decode_read,
+#elif defined(BROKEN_ABI_MAJOR)
     .abi_major = BROKEN_ABI_MAJOR,
     .abi_minor = PB_PLUGIN_ABI_MINOR,
     .struct_size = sizeof(struct pb_plugin),
