@@ -222,8 +222,12 @@ int pb_reply_stream(struct pb_request *r, unsigned status, const struct pb_heade
     struct stream_reply *sr = pb_xcalloc(1, sizeof *sr);
     sr->read = read;
     sr->ctx = ctx;
+    /* MHD callocs the block: size it to a small body, not 64 KB each time. */
+    size_t block = 64 * 1024;
+    if (length >= 0 && length < (int64_t)block)
+        block = length < 1024 ? 1024 : (size_t)length;
     struct MHD_Response *resp = MHD_create_response_from_callback(
-        length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN, 64 * 1024, stream_cb, sr, free);
+        length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN, block, stream_cb, sr, free);
     if (!resp) {
         free(sr);
         return MHD_NO;

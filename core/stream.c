@@ -37,8 +37,10 @@ struct pb_stream {
 static size_t ring_put(struct ring *r, const char *d, size_t n)
 {
     size_t room = r->cap - r->len, put = n < room ? n : room;
-    for (size_t i = 0; i < put; i++)
-        r->data[(r->start + r->len + i) % r->cap] = d[i];
+    size_t end = (r->start + r->len) % r->cap;
+    size_t first = r->cap - end < put ? r->cap - end : put;
+    memcpy(r->data + end, d, first);
+    memcpy(r->data, d + first, put - first);
     r->len += put;
     return put;
 }
@@ -52,6 +54,32 @@ static size_t ring_get(struct ring *r, char *d, size_t n)
     r->start = (r->start + got) % r->cap;
     r->len -= got;
     return got;
+}
+
+
+/* Makes room for `need` more bytes, growing the ring up to `max`: a small
+ * body never costs more than a few KB. 0 when it cannot. */
+static int ring_reserve(struct ring *r, size_t need, size_t max)
+{
+    if (r->cap - r->len >= need)
+        return 1;
+    if (r->cap >= max)
+        return 0;
+    size_t cap = r->cap ? r->cap * 2 : 16 * 1024;
+    while (cap < r->len + need && cap < max)
+        cap *= 2;
+    if (cap > max)
+        cap = max;
+    char *d = pb_xmalloc(cap);
+    size_t len = r->len;
+    if (len)
+        ring_get(r, d, len);
+    free(r->data);
+    r->data = d;
+    r->cap = cap;
+    r->start = 0;
+    r->len = len;
+    return r->cap - r->len >= need;
 }
 
 static size_t on_read(char *buf, size_t size, size_t n, void *u)
@@ -73,7 +101,7 @@ static size_t on_write(char *data, size_t size, size_t n, void *u)
     struct pb_stream *s = u;
     size_t len = size * n;
     /* All or nothing: curl hands the same bytes again after a pause. */
-    if (s->down.cap - s->down.len < len) {
+    if (!ring_reserve(&s->down, len, DOWN_CAP)) {
         s->down_paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
@@ -166,10 +194,6 @@ struct pb_stream *pb_stream_start(struct pb_egress *e, const struct pb_stream_op
     s->egress = e;
     s->content_length = -1;
     s->url = pb_xstrdup(o->url);
-    s->up.cap = UP_CAP;
-    s->up.data = pb_xmalloc(UP_CAP);
-    s->down.cap = DOWN_CAP;
-    s->down.data = pb_xmalloc(DOWN_CAP);
     void *m, *ez;
     pb_egress_pair_get(e, &m, &ez);
     s->multi = m;
@@ -222,6 +246,7 @@ struct pb_stream *pb_stream_start(struct pb_egress *e, const struct pb_stream_op
 int pb_stream_feed(struct pb_stream *s, const char *data, size_t len)
 {
     while (len > 0 && !s->done) {
+        ring_reserve(&s->up, len, UP_CAP);
         size_t put = ring_put(&s->up, data, len);
         data += put;
         len -= put;
