@@ -1140,6 +1140,20 @@ static void test_header_injection(void)
             free(rq);
             free(ans);
         }
+    /* The same through libcurl, which sends a bare CR in a value as given. */
+    char *k = fmt("x-api-key: %s", A.key), *pj = fmt("x-amp-project-id: %s", A.id),
+         *in = fmt("x-amp-installation-id: %s", a_inst_echo);
+    const char *lib[] = {"x-amp-proxy-version: 1", k, pj, in, "X-Lib: a\rInjected: 1", NULL};
+    size_t before_lib = fake_count(echo, NULL, NULL);
+    struct resp lr;
+    req("GET", "/lib", lib, NULL, &lr);
+    EXPECT(lr.status == 400, "libcurl CR: %ld %s", lr.status, lr.body);
+    EXPECT_STR(slug_of(&lr), "invalid-header");
+    resp_free(&lr);
+    CU_ASSERT_EQUAL(fake_count(echo, NULL, NULL), before_lib);
+    free(k);
+    free(pj);
+    free(in);
     /* Nango-Proxy-Host / -Authorization / framing headers are not forwarded;
      * a caller's Host never picks the destination. */
     char *extra = fmt("Nango-Proxy-Host: 127.0.0.1:%d\r\nNango-Proxy-Authorization: Bearer x\r\n"
