@@ -14,12 +14,28 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+/* One client connection, tracked so that a request head that trickles in
+ * (never idle, so never timed out by libmicrohttpd) is still cut off. */
+struct conn_track {
+    int fd;
+    int64_t head_started_ms;  /* 0 while a request is being handled */
+    int cut;
+    struct conn_track *prev, *next;
+};
 
 struct pb_server {
     struct pb_app *app;
     struct MHD_Daemon *daemon;
     int port;
     atomic_int in_flight;
+    pthread_mutex_t conns_mu;
+    struct conn_track *conns;
+    pthread_t watchdog;
+    int watchdog_running;
+    atomic_int stopping;
 };
 
 /* ---- routing ---------------------------------------------------------------- */
@@ -313,6 +329,19 @@ static int valid_request_id(const char *s)
     return 1;
 }
 
+/* Marks the connection's request head complete (ms 0) or a new one begun. */
+static void head_mark(struct pb_server *s, struct MHD_Connection *conn, int64_t started_ms)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (!ci || !ci->socket_context)
+        return;
+    struct conn_track *t = ci->socket_context;
+    pthread_mutex_lock(&s->conns_mu);
+    t->head_started_ms = started_ms;
+    pthread_mutex_unlock(&s->conns_mu);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls)
@@ -327,6 +356,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         r->started = 1;
         r->conn = conn;
+        head_mark(s, conn, 0);
         r->app = s->app;
         r->method = method;
         r->path = url;
@@ -394,7 +424,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct pb_server *s = cls;
     struct pb_request *r = *con_cls;
-    (void)conn;
     if (!r)
         return;
     if (!r->started) {
@@ -403,6 +432,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         *con_cls = NULL;
         return;
     }
+    /* The next request head on this keep-alive connection starts now. */
+    head_mark(s, conn, pb_mono_ms());
     /* The path only: query strings may carry secrets. */
     pb_log_json(PB_LOG_INFO, "request",
                 json_pack("{s:s, s:s, s:s, s:i, s:I, s:b}", "requestId", r->request_id, "method",
@@ -436,6 +467,61 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
     pb_log_json(PB_LOG_WARN, msg, json_pack("{s:s}", "component", "http"));
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct pb_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct conn_track *t = pb_xcalloc(1, sizeof *t);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t->fd = ci ? ci->connect_fd : -1;
+        t->head_started_ms = pb_mono_ms();
+        pthread_mutex_lock(&s->conns_mu);
+        t->next = s->conns;
+        if (s->conns)
+            s->conns->prev = t;
+        s->conns = t;
+        pthread_mutex_unlock(&s->conns_mu);
+        *socket_context = t;
+    } else if (*socket_context) {
+        struct conn_track *t = *socket_context;
+        pthread_mutex_lock(&s->conns_mu);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            s->conns = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        pthread_mutex_unlock(&s->conns_mu);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+/* A request head must arrive within connection_timeout_s of its first
+ * byte (or of the previous answer): a client that trickles it byte by byte
+ * is never idle, so libmicrohttpd's own timeout would not close it. */
+static void *watchdog(void *arg)
+{
+    struct pb_server *s = arg;
+    int64_t limit = s->app->cfg->server.connection_timeout_s * 1000;
+    while (!atomic_load(&s->stopping)) {
+        struct timespec ts = {0, 250 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        int64_t now = pb_mono_ms();
+        pthread_mutex_lock(&s->conns_mu);
+        for (struct conn_track *t = s->conns; t; t = t->next) {
+            if (!t->cut && t->fd >= 0 && t->head_started_ms && now - t->head_started_ms > limit) {
+                shutdown(t->fd, SHUT_RDWR);
+                t->cut = 1;
+            }
+        }
+        pthread_mutex_unlock(&s->conns_mu);
+    }
+    return NULL;
 }
 
 /* Keeps the request target exactly as sent (the proxy forwards the query
@@ -479,6 +565,8 @@ int pb_server_start(struct pb_app *app, struct pb_server **out, char *err, size_
     struct pb_server *s = pb_xcalloc(1, sizeof *s);
     s->app = app;
     atomic_init(&s->in_flight, 0);
+    atomic_init(&s->stopping, 0);
+    pthread_mutex_init(&s->conns_mu, NULL);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ITC | MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
@@ -486,7 +574,8 @@ int pb_server_start(struct pb_app *app, struct pb_server **out, char *err, size_
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->server.connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->server.connection_timeout_s, MHD_OPTION_THREAD_STACK_SIZE,
         (size_t)(512 * 1024), MHD_OPTION_END);
@@ -497,6 +586,7 @@ int pb_server_start(struct pb_app *app, struct pb_server **out, char *err, size_
         free(s);
         return -1;
     }
+    s->watchdog_running = pthread_create(&s->watchdog, NULL, watchdog, s) == 0;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : cfg->listen_port;
     /* A default public URL made from "port 0" names the port bound. */
@@ -537,7 +627,11 @@ void pb_server_stop(struct pb_server *s)
     int left = atomic_load(&s->in_flight);
     if (left > 0)
         pb_logf(PB_LOG_WARN, "drain timeout: %d requests still running", left);
+    atomic_store(&s->stopping, 1);
+    if (s->watchdog_running)
+        pthread_join(s->watchdog, NULL);
     MHD_stop_daemon(s->daemon);
+    pthread_mutex_destroy(&s->conns_mu);
     if (s->app->server == s)
         s->app->server = NULL;
     free(s);
