@@ -27,7 +27,15 @@ int pb_auth_key(struct pb_request *r, int *rc)
     }
     int bad = r->app->cache
                   ? pb_cache_key_project(r->app->cache, key, r->project_id, sizeof r->project_id)
-                  : pb_ctl_authenticate(r->app, key, r->project_id, sizeof r->project_id);
+                  : (pb_ctl_authenticate(r->app, key, r->project_id, sizeof r->project_id) == 0
+                         ? 0
+                         : PB_STORE_NOTFOUND);
+    if (bad == PB_STORE_ERR) {
+        r->project_id[0] = '\0';
+        *rc = pb_reply_problem(r, 503, "store-unavailable", "Store unavailable",
+                               "the API key could not be checked; try again", 1, NULL);
+        return -1;
+    }
     if (bad != 0) {
         r->project_id[0] = '\0';
         *rc = pb_reply_problem(r, 401, "unauthenticated", "Unauthenticated",

@@ -64,17 +64,18 @@ int pb_cache_key_project(struct pb_cache *c, const char *api_key, char *project_
 {
     char hash[65], key[80];
     if (!api_key || !*api_key || strlen(api_key) > 256)
-        return -1;
+        return PB_STORE_NOTFOUND;
     pb_key_hash(api_key, hash);
     if (!hash[0])
-        return -1;
+        return PB_STORE_ERR;
     snprintf(key, sizeof key, "k:%s", hash);
     json_t *v = get(c, key);
     if (!v) {
         uint64_t gen = pb_store_generation(c->store);
         char pid[64];
-        if (pb_store_api_key_lookup(c->store, hash, pid, sizeof pid) != 0)
-            return -1;
+        int rc = pb_store_api_key_lookup(c->store, hash, pid, sizeof pid);
+        if (rc != 0)
+            return rc;
         v = json_string(pid);
         put(c, key, v, gen);
     }

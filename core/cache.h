@@ -12,8 +12,8 @@ struct pb_cache;
 struct pb_cache *pb_cache_new(pb_store *st);
 void pb_cache_free(struct pb_cache *c);
 
-/* The project id an API key belongs to; 0, or -1 for an unknown key
- * (unknown keys are never cached). */
+/* The project id an API key belongs to: 0, PB_STORE_NOTFOUND for an
+ * unknown key (never cached), PB_STORE_ERR when the store failed. */
 int pb_cache_key_project(struct pb_cache *c, const char *api_key, char *project_id, size_t len);
 /* A project by id or name (new reference), as pb_store_project_get. */
 int pb_cache_project(struct pb_cache *c, const char *id_or_name, json_t **out);

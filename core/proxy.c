@@ -553,7 +553,13 @@ static int prepare(struct call *c, const char *inst_id, const char *target)
         return fail(c, 401, "unauthenticated", "Unauthenticated",
                     c->style == STYLE_AMP ? "x-api-key" : "Authorization",
                     "send an API key (%s)", c->style == STYLE_AMP ? "x-api-key" : "Authorization: Bearer"), -1;
-    if (pb_cache_key_project(app->cache, key, r->project_id, sizeof r->project_id) != 0) {
+    int krc = pb_cache_key_project(app->cache, key, r->project_id, sizeof r->project_id);
+    if (krc == PB_STORE_ERR) {
+        r->project_id[0] = '\0';
+        return fail(c, 503, "store-unavailable", "Store unavailable", NULL,
+                    "the API key could not be checked; try again"), -1;
+    }
+    if (krc != 0) {
         r->project_id[0] = '\0';
         return fail(c, 401, "unauthenticated", "Unauthenticated",
                     c->style == STYLE_AMP ? "x-api-key" : "Authorization",

@@ -202,4 +202,17 @@ int pb_store_queue_items(pb_store *st, const char *operation_id, json_t **out);
  * before this process's workers claim anything. The embedded store is one
  * node's alone, so every claim in it is such a leftover. */
 int pb_store_operation_release_claims(pb_store *st, int64_t now_ms, int *released);
+/* Group commit: pb_store_operation_create, _claim, _finish, _retry and
+ * pb_store_queue_add from concurrent callers share transactions; each
+ * still returns only once the transaction holding its change is committed
+ * (synchronous=FULL), and a call that fails leaves the others' changes in. */
+
+/* Testing only (tests/test_store.c): not for the server. */
+/* Write transactions committed on st's connection since it was opened. */
+uint64_t pb_store_testing_commits(pb_store *st);
+/* hold != 0: creates and queued writes wait, none taken, until called
+ * again with 0 (so a test can gather a group of known members). */
+void pb_store_testing_hold_commits(pb_store *st, int hold);
+/* Creates and queued writes waiting to be taken into a group. */
+int pb_store_testing_queued(pb_store *st);
 #endif

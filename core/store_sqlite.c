@@ -7,8 +7,15 @@
  * thread's statements. SQLite admits one writer at a time anyway, and the
  * hot path does not come here (DESIGN.md principle 8).
  *
+ * Prepared statements are cached per SQL text (prepare() / stmt_done()),
+ * under the store mutex like everything else.
+ *
  * Durability: WAL with synchronous=FULL, so a committed transaction (an
  * acknowledged asynchronous write) survives kill -9 and power loss.
+ * The Write API's writes (operation create, claim, finish, retry, queued
+ * writes) go through the group committer (gc_submit): concurrent callers
+ * share one transaction and one fsync, and each still returns only after
+ * the transaction holding its change committed.
  *
  * Schema conventions (see migration 1):
  *  - Times are INTEGER unix milliseconds, UTC, in columns named *_at (and
@@ -43,10 +50,45 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Prepared-statement cache: open addressing over STMT_SLOTS slots keyed by
+ * the SQL text; at most STMT_CACHE_MAX statements are kept (the store's SQL
+ * is a fixed set of literals, far fewer). */
+#define STMT_SLOTS 512
+#define STMT_CACHE_MAX 256
+
+struct stmt_slot {
+    char *sql;          /* owned copy; NULL: empty slot */
+    uint64_t hash;
+    sqlite3_stmt *stmt;
+    int in_use;         /* handed out by prepare(), not yet back in stmt_done() */
+};
+
+/* One caller's write waiting for the group committer (see gc_submit). */
+struct gc_job {
+    /* Runs the job's statements inside the group's transaction (store
+     * mutex held); may run again when the group has to start over. */
+    int (*run)(pb_store *st, struct gc_job *j);
+    struct gc_job *next;
+    int rc;
+    int failed; /* rolled back alone: rc is final */
+    int done;   /* under gc_mu: rc is the outcome */
+};
+
 struct pb_store {
     sqlite3 *db;
     pthread_mutex_t mu;
     char *path;
+    struct stmt_slot *stmts; /* STMT_SLOTS, under mu */
+    int n_stmts;
+    /* Group committer: jobs queue here; one caller at a time (the leader)
+     * takes them all and commits them in one transaction. */
+    pthread_mutex_t gc_mu;
+    pthread_cond_t gc_cv;
+    struct gc_job *gc_head, *gc_tail;
+    int gc_queued; /* jobs in the queue, not yet taken */
+    int gc_busy;   /* a leader is committing */
+    int gc_hold;   /* testing: nobody takes the queue */
+    _Atomic uint64_t commits; /* write transactions committed (commit hook) */
     /* pb_store_generation(): bumped after each committed write to api_keys,
      * integrations, connections or installations (and projects). */
     _Atomic uint64_t generation;
@@ -351,20 +393,101 @@ static int step_rc(pb_store *st, int rc, const char *what)
     return db_fail(st, what);
 }
 
+/* FNV-1a over the SQL text. */
+static uint64_t sql_hash(const char *sql)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h;
+}
+
+/* The slot holding sql, or the empty slot where it would go (NULL when the
+ * table is full and sql is not in it). Caller holds the mutex. */
+static struct stmt_slot *stmt_slot(pb_store *st, const char *sql, uint64_t h)
+{
+    if (!st->stmts)
+        return NULL;
+    for (size_t i = 0; i < STMT_SLOTS; i++) {
+        struct stmt_slot *sl = &st->stmts[(h + i) & (STMT_SLOTS - 1)];
+        if (!sl->sql || (sl->hash == h && strcmp(sl->sql, sql) == 0))
+            return sl;
+    }
+    return NULL;
+}
+
+/* A prepared statement for sql, bindings clear, to be handed back with
+ * stmt_done() (never sqlite3_finalize). Comes from the cache, compiled
+ * once per store (SQLITE_PREPARE_PERSISTENT); a text whose cached
+ * statement is still out (a nested use) gets a one-off statement. Caller
+ * holds the mutex. */
 static int prepare(pb_store *st, const char *sql, sqlite3_stmt **stmt, const char *what)
 {
-    if (sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL) != SQLITE_OK) {
+    uint64_t h = sql_hash(sql);
+    struct stmt_slot *sl = stmt_slot(st, sql, h);
+    if (sl && sl->sql && !sl->in_use) {
+        sl->in_use = 1;
+        *stmt = sl->stmt;
+        return PB_STORE_OK;
+    }
+    int keep = sl && !sl->sql && st->n_stmts < STMT_CACHE_MAX;
+    if (sqlite3_prepare_v3(st->db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, stmt, NULL) !=
+        SQLITE_OK) {
         *stmt = NULL;
         return db_fail(st, what);
+    }
+    if (keep && (sl->sql = strdup(sql)) != NULL) {
+        sl->hash = h;
+        sl->stmt = *stmt;
+        sl->in_use = 1;
+        st->n_stmts++;
     }
     return PB_STORE_OK;
 }
 
+/* Hands back a statement from prepare(): a cached one is reset (ending
+ * any read it had open) with its bindings cleared, a one-off finalized.
+ * NULL is ignored. */
+static void stmt_done(pb_store *st, sqlite3_stmt *s)
+{
+    if (!s)
+        return;
+    const char *sql = sqlite3_sql(s);
+    struct stmt_slot *sl = sql ? stmt_slot(st, sql, sql_hash(sql)) : NULL;
+    if (sl && sl->sql && sl->stmt == s) {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        sl->in_use = 0;
+        return;
+    }
+    sqlite3_finalize(s);
+}
+
+static void stmt_cache_free(pb_store *st)
+{
+    if (!st->stmts)
+        return;
+    for (size_t i = 0; i < STMT_SLOTS; i++) {
+        sqlite3_finalize(st->stmts[i].stmt);
+        free(st->stmts[i].sql);
+    }
+    free(st->stmts);
+    st->stmts = NULL;
+    st->n_stmts = 0;
+}
+
+/* Runs one statement without parameters (a cached one). */
 static int exec_sql(pb_store *st, const char *sql, const char *what)
 {
-    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        return db_fail(st, what);
-    return PB_STORE_OK;
+    sqlite3_stmt *s;
+    int rc = prepare(st, sql, &s, what);
+    if (rc != PB_STORE_OK)
+        return rc;
+    int r = sqlite3_step(s);
+    if (r != SQLITE_DONE && r != SQLITE_ROW)
+        rc = db_fail(st, what);
+    stmt_done(st, s);
+    return rc;
 }
 
 static void tx_rollback(pb_store *st)
@@ -604,6 +727,15 @@ static int configure_connection(pb_store *st, int in_memory, char *err, size_t e
     return 0;
 }
 
+/* sqlite3_commit_hook: counts committed write transactions (for
+ * pb_store_testing_commits). Returning 0 lets the commit go ahead. */
+static int count_commit(void *arg)
+{
+    pb_store *st = arg;
+    atomic_fetch_add_explicit(&st->commits, 1, memory_order_relaxed);
+    return 0;
+}
+
 int pb_store_open(const char *url, pb_store **out, char *err, size_t err_len)
 {
     if (!out)
@@ -629,12 +761,32 @@ int pb_store_open(const char *url, pb_store **out, char *err, size_t err_len)
     /* Starts at 1, so a cache stamped 0 never looks current. */
     atomic_init(&st->generation, 1);
     atomic_init(&st->data_version_checked_ms, 0);
-    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+    st->stmts = calloc(STMT_SLOTS, sizeof *st->stmts);
+    if (!st->stmts || pthread_mutex_init(&st->mu, NULL) != 0) {
+        free(st->stmts);
         free(st->path);
         free(st);
         seterr(err, err_len, "store %s: cannot create mutex", path);
         return PB_STORE_ERR;
     }
+    if (pthread_mutex_init(&st->gc_mu, NULL) != 0) {
+        pthread_mutex_destroy(&st->mu);
+        free(st->stmts);
+        free(st->path);
+        free(st);
+        seterr(err, err_len, "store %s: cannot create mutex", path);
+        return PB_STORE_ERR;
+    }
+    if (pthread_cond_init(&st->gc_cv, NULL) != 0) {
+        pthread_mutex_destroy(&st->gc_mu);
+        pthread_mutex_destroy(&st->mu);
+        free(st->stmts);
+        free(st->path);
+        free(st);
+        seterr(err, err_len, "store %s: cannot create condition variable", path);
+        return PB_STORE_ERR;
+    }
+    atomic_init(&st->commits, 0);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
     int rc = sqlite3_open_v2(path, &st->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -645,6 +797,7 @@ int pb_store_open(const char *url, pb_store **out, char *err, size_t err_len)
         pb_store_close(st);
         return PB_STORE_ERR;
     }
+    sqlite3_commit_hook(st->db, count_commit, st);
     if (configure_connection(st, in_memory, err, err_len) != 0 || migrate(st, err, err_len) != 0) {
         pb_store_close(st);
         return PB_STORE_ERR;
@@ -657,8 +810,11 @@ void pb_store_close(pb_store *st)
 {
     if (!st)
         return;
+    stmt_cache_free(st);
     if (st->db)
         sqlite3_close_v2(st->db);
+    pthread_cond_destroy(&st->gc_cv);
+    pthread_mutex_destroy(&st->gc_mu);
     pthread_mutex_destroy(&st->mu);
     free(st->path);
     free(st);
@@ -680,7 +836,7 @@ int pb_store_ping(pb_store *st)
     if (rc == PB_STORE_OK) {
         if (sqlite3_step(s) != SQLITE_ROW)
             rc = db_fail(st, "ping");
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -718,7 +874,7 @@ static int insert_project(pb_store *st, const char *id, const char *name, int64_
         rc = db_fail(st, "insert project");
     else
         rc = step_rc(st, sqlite3_step(s), "insert project");
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -737,7 +893,7 @@ static int insert_api_key(pb_store *st, const char *key_id, const char *project_
         rc = db_fail(st, "insert api key");
     else
         rc = step_rc(st, sqlite3_step(s), "insert api key");
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -792,7 +948,7 @@ int pb_store_project_get(pb_store *st, const char *id_or_name, json_t **out)
                 rc = db_fail(st, "get project");
             }
         }
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -823,7 +979,7 @@ int pb_store_project_list(pb_store *st, json_t **out)
         }
         if (rc == PB_STORE_OK && r != SQLITE_DONE)
             rc = db_fail(st, "list projects");
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     if (rc == PB_STORE_OK)
@@ -877,7 +1033,7 @@ int pb_store_api_key_lookup(pb_store *st, const char *hash_hex, char *project_id
                 rc = db_fail(st, "look up api key");
             }
         }
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -1073,7 +1229,7 @@ static int prep_bind(pb_store *st, const char *sql, sqlite3_stmt **s, const char
     va_end(ap);
     if (b != SQLITE_OK) {
         rc = db_fail(st, what);
-        sqlite3_finalize(*s);
+        stmt_done(st, *s);
         *s = NULL;
     }
     return rc;
@@ -1118,7 +1274,7 @@ static int fetch_one(pb_store *st, const char *sql, row_fn fn, json_t **out, con
     int b = bind_texts(s, n, ap);
     va_end(ap);
     rc = b != SQLITE_OK ? db_fail(st, what) : one_row(st, s, fn, out, what);
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -1137,7 +1293,7 @@ static int fetch_all(pb_store *st, const char *sql, row_fn fn, json_t **out, con
         int b = bind_texts(s, n, ap);
         va_end(ap);
         rc = b != SQLITE_OK ? db_fail(st, what) : all_rows(st, s, fn, arr, what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     if (rc == PB_STORE_OK)
         *out = arr;
@@ -1165,7 +1321,7 @@ static int exists(pb_store *st, const char *sql, const char *what, int n, ...)
         rc = r == SQLITE_ROW ? PB_STORE_OK : r == SQLITE_DONE ? PB_STORE_NOTFOUND
                                                               : db_fail(st, what);
     }
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -1329,9 +1485,9 @@ int pb_store_integrations_apply(pb_store *st, const char *project_id, const json
                      &ins, what);
     for (size_t i = 0; i < n && rc == PB_STORE_OK; i++)
         rc = apply_entry(st, sel, upd, ins, project_id, &ents[i], now);
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
-    sqlite3_finalize(ins);
+    stmt_done(st, sel);
+    stmt_done(st, upd);
+    stmt_done(st, ins);
     if (rc == PB_STORE_OK && out)
         rc = list_integrations(st, project_id, &list);
     rc = tx_end(st, rc, n > 0);
@@ -1431,7 +1587,7 @@ static int get_connection(pb_store *st, const char *project_id, const char *id, 
             rc = PB_STORE_ERR;
         }
     }
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -1504,7 +1660,7 @@ int pb_store_connection_create(pb_store *st, const char *project_id, const json_
             rc = db_fail(st, what);
         else
             rc = step_rc(st, sqlite3_step(s), what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     if (rc == PB_STORE_OK && out)
         rc = get_connection(st, project_id, id, &c, NULL);
@@ -1575,7 +1731,7 @@ int pb_store_connection_delete(pb_store *st, const char *project_id, const char 
                        2, project_id, id);
         if (rc == PB_STORE_OK) {
             rc = step_rc(st, sqlite3_step(s), what);
-            sqlite3_finalize(s);
+            stmt_done(st, s);
         }
     }
     rc = tx_end(st, rc, 1);
@@ -1634,7 +1790,7 @@ int pb_store_connection_update_credentials(pb_store *st, const char *id,
         else if (!(md = metadata_merge ? merge_metadata(col_text(s, 1), metadata_merge)
                                        : strdup(col_text(s, 1))))
             rc = PB_STORE_ERR;
-        sqlite3_finalize(s);
+        stmt_done(st, s);
         s = NULL;
     }
     if (rc == PB_STORE_OK)
@@ -1656,7 +1812,7 @@ int pb_store_connection_update_credentials(pb_store *st, const char *id,
         /* The write lock is held since the check: the row cannot move. */
         if (rc == PB_STORE_OK && sqlite3_changes(st->db) != 1)
             rc = PB_STORE_CONFLICT;
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     rc = tx_end(st, rc, 1);
     pthread_mutex_unlock(&st->mu);
@@ -1689,7 +1845,7 @@ int pb_store_connection_refresh_failed(pb_store *st, const char *id, int64_t ret
             rc = step_rc(st, sqlite3_step(s), what);
         if (rc == PB_STORE_OK && sqlite3_changes(st->db) == 0)
             rc = PB_STORE_NOTFOUND;
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     if (rc == PB_STORE_OK)
         gen_bump(st);
@@ -1720,7 +1876,7 @@ int pb_store_oauth_state_put(pb_store *st, const char *state, const char *projec
             rc = db_fail(st, what);
         else
             rc = step_rc(st, sqlite3_step(s), what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     free(text);
@@ -1740,7 +1896,7 @@ static int delete_where(pb_store *st, const char *sql, const char *text, int64_t
         rc = db_fail(st, what);
     else
         rc = step_rc(st, sqlite3_step(s), what);
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -1781,7 +1937,7 @@ int pb_store_oauth_state_take(pb_store *st, const char *state, int64_t now, char
         } else if (r != SQLITE_DONE) {
             rc = db_fail(st, what);
         }
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     if (rc == PB_STORE_OK)
         rc = delete_where(st, "DELETE FROM oauth_states WHERE state = ?1", state, 0, what);
@@ -1885,7 +2041,7 @@ int pb_store_installation_create(pb_store *st, const char *project_id, const jso
             rc = db_fail(st, what);
         else
             rc = step_rc(st, sqlite3_step(s), what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     if (rc == PB_STORE_OK && out)
         rc = get_installation(st, project_id, id, &i);
@@ -1978,7 +2134,7 @@ int pb_store_installation_update(pb_store *st, const char *project_id, const cha
             rc = db_fail(st, what);
         else
             rc = step_rc(st, sqlite3_step(s), what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     if (rc == PB_STORE_OK && out)
         rc = get_installation(st, project_id, id, &i);
@@ -2007,7 +2163,7 @@ int pb_store_installation_delete(pb_store *st, const char *project_id, const cha
         rc = step_rc(st, sqlite3_step(s), what);
         if (rc == PB_STORE_OK && sqlite3_changes(st->db) == 0)
             rc = PB_STORE_NOTFOUND;
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     if (rc == PB_STORE_OK)
         gen_bump(st);
@@ -2147,7 +2303,7 @@ int pb_store_activity_append(pb_store *st, const json_t *records)
                      &s, what);
     for (size_t i = 0; i < n && rc == PB_STORE_OK; i++)
         rc = act_insert(st, s, &recs[i]);
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     rc = tx_end(st, rc, 0);
     pthread_mutex_unlock(&st->mu);
     free(recs);
@@ -2216,7 +2372,7 @@ int pb_store_activity_list(pb_store *st, const char *project_id, const char *ins
             rc = db_fail(st, what);
         else
             rc = all_rows(st, s, activity_row, arr, what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     if (rc == PB_STORE_OK)
@@ -2250,7 +2406,7 @@ int pb_store_rate_limit_set(pb_store *st, const char *installation_id,
             rc = db_fail(st, what);
         else
             rc = step_rc(st, sqlite3_step(s), what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -2280,7 +2436,7 @@ int pb_store_rate_limit_get(pb_store *st, const char *installation_id,
         } else {
             rc = r == SQLITE_DONE ? PB_STORE_NOTFOUND : db_fail(st, what);
         }
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -2392,7 +2548,7 @@ static int insert_operation(pb_store *st, const struct op_insert *op, const char
         rc = db_fail(st, what);
     else
         rc = step_rc(st, sqlite3_step(s), what);
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -2400,6 +2556,172 @@ static int valid_status(const char *status)
 {
     return strcmp(status, "in_progress") == 0 || strcmp(status, "success") == 0 ||
            strcmp(status, "failure") == 0;
+}
+
+/* ---- the group committer ----
+ *
+ * Operation creates and queued writes are the Write API's acknowledged
+ * writes: each must be committed (synchronous=FULL) before its caller
+ * answers, and one fsync per write is what bounded throughput; the workers'
+ * claims, finishes and retries come just as often. So a caller of any of
+ * these queues its statements as a job and waits; whoever finds no commit
+ * running becomes the leader, takes every queued job (up to GC_MAX), runs them in
+ * ONE BEGIN IMMEDIATE ... COMMIT, each job inside its own SAVEPOINT, and
+ * wakes the waiters with their own results. While the leader waits for its
+ * fsync the next group gathers, so the group size follows the load and a
+ * lone caller waits for nobody.
+ *
+ * A job that fails is rolled back to its savepoint: it alone gets its
+ * error, the rest commit. When SQLite abandons the whole transaction (an
+ * I/O error, a full disk), the group starts over without the failed job,
+ * so an error still reaches only the caller whose statement met it, unless
+ * the COMMIT itself fails: then nothing of the group was stored and every
+ * member gets PB_STORE_ERR. */
+
+#define GC_MAX 256
+
+static void gc_run(pb_store *st, struct gc_job *batch)
+{
+    const char *what = "group commit";
+    struct gc_job *j;
+    for (j = batch; j; j = j->next) {
+        j->failed = 0;
+        j->rc = PB_STORE_ERR;
+    }
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        int rc = tx_begin(st), restart = 0;
+        for (j = batch; j && rc == PB_STORE_OK; j = j->next) {
+            if (j->failed)
+                continue;
+            rc = exec_sql(st, "SAVEPOINT pb_job", what);
+            if (rc != PB_STORE_OK)
+                break;
+            int r = j->run(st, j);
+            if (r == PB_STORE_OK) {
+                rc = exec_sql(st, "RELEASE pb_job", what);
+                continue;
+            }
+            j->failed = 1;
+            j->rc = r;
+            /* SQLite may have rolled the whole transaction back itself. */
+            if (sqlite3_get_autocommit(st->db) ||
+                exec_sql(st, "ROLLBACK TO pb_job", what) != PB_STORE_OK ||
+                exec_sql(st, "RELEASE pb_job", what) != PB_STORE_OK) {
+                restart = 1;
+                break;
+            }
+        }
+        if (restart) {
+            /* Nothing of this attempt is kept; the others run again. */
+            tx_rollback(st);
+            continue;
+        }
+        if (rc == PB_STORE_OK)
+            rc = tx_commit(st); /* rolls back when it fails */
+        else
+            tx_rollback(st);
+        for (j = batch; j; j = j->next)
+            if (!j->failed)
+                j->rc = rc;
+        break;
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* Queues j, and returns its result once the group that held it committed
+ * (or failed). */
+static int gc_submit(pb_store *st, struct gc_job *j)
+{
+    j->next = NULL;
+    j->done = 0;
+    pthread_mutex_lock(&st->gc_mu);
+    if (st->gc_tail)
+        st->gc_tail->next = j;
+    else
+        st->gc_head = j;
+    st->gc_tail = j;
+    st->gc_queued++;
+    while (!j->done) {
+        if (st->gc_busy || st->gc_hold || !st->gc_head) {
+            pthread_cond_wait(&st->gc_cv, &st->gc_mu);
+            continue;
+        }
+        /* Lead: take the queue (our own job is in it, or in a later
+         * group this thread leads too). */
+        struct gc_job *batch = st->gc_head, *last = batch;
+        int n = 1;
+        while (last->next && n < GC_MAX) {
+            last = last->next;
+            n++;
+        }
+        st->gc_head = last->next;
+        if (!st->gc_head)
+            st->gc_tail = NULL;
+        last->next = NULL;
+        st->gc_queued -= n;
+        st->gc_busy = 1;
+        pthread_mutex_unlock(&st->gc_mu);
+        gc_run(st, batch);
+        pthread_mutex_lock(&st->gc_mu);
+        for (struct gc_job *b = batch, *nx; b; b = nx) {
+            nx = b->next;
+            b->done = 1;
+        }
+        st->gc_busy = 0;
+        pthread_cond_broadcast(&st->gc_cv);
+    }
+    int rc = j->rc;
+    pthread_mutex_unlock(&st->gc_mu);
+    return rc;
+}
+
+uint64_t pb_store_testing_commits(pb_store *st)
+{
+    return st ? atomic_load_explicit(&st->commits, memory_order_relaxed) : 0;
+}
+
+void pb_store_testing_hold_commits(pb_store *st, int hold)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->gc_mu);
+    st->gc_hold = hold != 0;
+    pthread_cond_broadcast(&st->gc_cv);
+    pthread_mutex_unlock(&st->gc_mu);
+}
+
+int pb_store_testing_queued(pb_store *st)
+{
+    if (!st)
+        return 0;
+    pthread_mutex_lock(&st->gc_mu);
+    int n = st->gc_queued;
+    pthread_mutex_unlock(&st->gc_mu);
+    return n;
+}
+
+struct create_job {
+    struct gc_job base;
+    const char *project_id;
+    struct op_insert ins;
+    int want_out;
+    json_t *out;
+};
+
+static int create_run(pb_store *st, struct gc_job *j)
+{
+    struct create_job *c = (struct create_job *)j;
+    const char *what = "create operation";
+    json_decref(c->out);
+    c->out = NULL;
+    int rc = installation_of(st, c->project_id, c->ins.integration_id, c->ins.installation_id,
+                             what);
+    if (rc == PB_STORE_OK)
+        rc = insert_operation(st, &c->ins, what);
+    if (rc == PB_STORE_OK && c->want_out)
+        rc = get_operation(st, c->project_id, c->ins.id, &c->out);
+    return rc;
 }
 
 int pb_store_operation_create(pb_store *st, const char *project_id, const json_t *op,
@@ -2440,24 +2762,20 @@ int pb_store_operation_create(pb_store *st, const char *project_id, const json_t
     ins.request = req_text;
     ins.now = now_ms();
 
-    const char *what = "create operation";
-    json_t *o = NULL;
-    pthread_mutex_lock(&st->mu);
-    int rc = tx_begin(st);
-    if (rc == PB_STORE_OK)
-        rc = installation_of(st, project_id, ins.integration_id, ins.installation_id, what);
-    if (rc == PB_STORE_OK)
-        rc = insert_operation(st, &ins, what);
-    if (rc == PB_STORE_OK && out)
-        rc = get_operation(st, project_id, ins.id, &o);
-    rc = tx_end(st, rc, 0);
-    pthread_mutex_unlock(&st->mu);
+    /* Committed (WAL, synchronous=FULL) before this returns. */
+    struct create_job c = {
+        .base = {.run = create_run},
+        .project_id = project_id,
+        .ins = ins,
+        .want_out = out != NULL,
+    };
+    int rc = gc_submit(st, &c.base);
     free(md_text);
     free(req_text);
     if (rc == PB_STORE_OK && out)
-        *out = o;
+        *out = c.out;
     else
-        json_decref(o);
+        json_decref(c.out);
     return rc;
 }
 
@@ -2599,7 +2917,7 @@ int pb_store_operation_list(pb_store *st, const char *project_id, const char *in
                 rc = db_fail(st, what);
             free(last_id);
         }
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     if (rc == PB_STORE_OK && next && json_object_set_new(res, "nextPageToken", json_string(next)))
@@ -2664,8 +2982,45 @@ static int mark_claimed(pb_store *st, const json_t *arr, const char *owner, int6
         if (rc == PB_STORE_OK)
             rc = step_rc(st, sqlite3_step(q), what);
     }
-    sqlite3_finalize(op);
-    sqlite3_finalize(q);
+    stmt_done(st, op);
+    stmt_done(st, q);
+    return rc;
+}
+
+struct claim_job {
+    struct gc_job base;
+    const char *owner;
+    int64_t now, until;
+    int max;
+    json_t *arr;
+};
+
+static int claim_run(pb_store *st, struct gc_job *j)
+{
+    struct claim_job *c = (struct claim_job *)j;
+    const char *what = "claim operations";
+    json_decref(c->arr);
+    if (!(c->arr = json_array()))
+        return PB_STORE_ERR;
+    /* Rows are collected before any is updated: an update moves the row in
+     * operations_due, which the select walks. */
+    sqlite3_stmt *s = NULL;
+    int rc = prepare(st,
+                     "SELECT id, project_id, integration_id, installation_id, request, attempts,"
+                     " deadline_at FROM operations WHERE status = 'in_progress'"
+                     " AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1"
+                     " AND (claimed_until IS NULL OR claimed_until <= ?1)"
+                     " ORDER BY next_attempt_at LIMIT ?2",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (sqlite3_bind_int64(s, 1, c->now) | sqlite3_bind_int(s, 2, c->max))
+            rc = db_fail(st, what);
+        else
+            rc = all_rows(st, s, claim_row, c->arr, what);
+        stmt_done(st, s);
+    }
+    if (rc == PB_STORE_OK)
+        rc = mark_claimed(st, c->arr, c->owner, c->until);
     return rc;
 }
 
@@ -2677,42 +3032,24 @@ int pb_store_operation_claim(pb_store *st, const char *owner, int64_t now, int64
     /* A claim that has already expired is a caller's mistake. */
     if (!st || !owner || !*owner || !out || claim_until_ms <= now)
         return PB_STORE_ERR;
-    json_t *arr = json_array();
-    if (!arr)
-        return PB_STORE_ERR;
     if (max < 1) {
-        *out = arr;
-        return PB_STORE_OK;
+        *out = json_array();
+        return *out ? PB_STORE_OK : PB_STORE_ERR;
     }
-    const char *what = "claim operations";
-    sqlite3_stmt *s = NULL;
-    pthread_mutex_lock(&st->mu);
-    int rc = tx_begin(st);
-    /* Rows are collected before any is updated: an update moves the row in
-     * operations_due, which the select walks. */
+    /* Through the group committer: a worker's claim shares the commit of
+     * the writes being accepted meanwhile. */
+    struct claim_job c = {
+        .base = {.run = claim_run},
+        .owner = owner,
+        .now = now,
+        .until = claim_until_ms,
+        .max = max,
+    };
+    int rc = gc_submit(st, &c.base);
     if (rc == PB_STORE_OK)
-        rc = prepare(st,
-                     "SELECT id, project_id, integration_id, installation_id, request, attempts,"
-                     " deadline_at FROM operations WHERE status = 'in_progress'"
-                     " AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1"
-                     " AND (claimed_until IS NULL OR claimed_until <= ?1)"
-                     " ORDER BY next_attempt_at LIMIT ?2",
-                     &s, what);
-    if (rc == PB_STORE_OK) {
-        if (sqlite3_bind_int64(s, 1, now) | sqlite3_bind_int(s, 2, max))
-            rc = db_fail(st, what);
-        else
-            rc = all_rows(st, s, claim_row, arr, what);
-        sqlite3_finalize(s);
-    }
-    if (rc == PB_STORE_OK)
-        rc = mark_claimed(st, arr, owner, claim_until_ms);
-    rc = tx_end(st, rc, 0);
-    pthread_mutex_unlock(&st->mu);
-    if (rc == PB_STORE_OK)
-        *out = arr;
+        *out = c.arr;
     else
-        json_decref(arr);
+        json_decref(c.arr);
     return rc;
 }
 
@@ -2734,7 +3071,7 @@ static int load_in_progress(pb_store *st, const char *id, char **md_out, const c
         rc = PB_STORE_CONFLICT;
     else if (!(*md_out = strdup(col_text(s, 1))))
         rc = PB_STORE_ERR;
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -2793,6 +3130,53 @@ static char *utf8_clean(const char *text)
     return out;
 }
 
+struct finish_job {
+    struct gc_job base;
+    const char *id, *status, *result;
+    const json_t *metadata;
+    int attempts;
+    int64_t now;
+};
+
+static int finish_run(pb_store *st, struct gc_job *j)
+{
+    struct finish_job *f = (struct finish_job *)j;
+    const char *what = "finish operation";
+    char *cur = NULL, *md = NULL;
+    sqlite3_stmt *s;
+    int rc = load_in_progress(st, f->id, &cur, what);
+    if (rc == PB_STORE_OK && !(md = f->metadata ? merge_metadata(cur, f->metadata) : strdup(cur)))
+        rc = PB_STORE_ERR;
+    if (rc == PB_STORE_OK)
+        rc = prepare(st,
+                     "UPDATE operations SET status = ?2, result = ?3, metadata = ?4,"
+                     " attempts = ?5, last_attempt_at = ?6, next_attempt_at = NULL,"
+                     " claimed_by = NULL, claimed_until = NULL, updated_at = ?6 WHERE id = ?1",
+                     &s, what);
+    if (rc == PB_STORE_OK) {
+        if (bind_text(s, 1, f->id) | bind_text(s, 2, f->status) | bind_text(s, 3, f->result) |
+            bind_text(s, 4, md) | sqlite3_bind_int(s, 5, f->attempts) |
+            sqlite3_bind_int64(s, 6, f->now))
+            rc = db_fail(st, what);
+        else
+            rc = step_rc(st, sqlite3_step(s), what);
+        stmt_done(st, s);
+    }
+    if (rc == PB_STORE_OK) {
+        rc = prep_bind(st,
+                       "UPDATE write_queue SET state = 'done'"
+                       " WHERE operation_id = ?1 AND state <> 'done'",
+                       &s, what, 1, f->id);
+        if (rc == PB_STORE_OK) {
+            rc = step_rc(st, sqlite3_step(s), what);
+            stmt_done(st, s);
+        }
+    }
+    free(cur);
+    free(md);
+    return rc;
+}
+
 int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
                               const char *result, const json_t *metadata, int attempts,
                               int64_t now)
@@ -2804,43 +3188,52 @@ int pb_store_operation_finish(pb_store *st, const char *id, const char *status,
     char *res = utf8_clean(result);
     if (result && !res)
         return PB_STORE_ERR;
-    const char *what = "finish operation";
+    struct finish_job f = {
+        .base = {.run = finish_run},
+        .id = id,
+        .status = status,
+        .result = res,
+        .metadata = metadata,
+        .attempts = attempts,
+        .now = now,
+    };
+    int rc = gc_submit(st, &f.base);
+    free(res);
+    return rc;
+}
+
+struct retry_job {
+    struct gc_job base;
+    const char *id;
+    const json_t *merge;
+    int attempts;
+    int64_t next_attempt_ms, now;
+};
+
+static int retry_run(pb_store *st, struct gc_job *j)
+{
+    struct retry_job *r = (struct retry_job *)j;
+    const char *what = "retry operation";
     char *cur = NULL, *md = NULL;
     sqlite3_stmt *s;
-    pthread_mutex_lock(&st->mu);
-    int rc = tx_begin(st);
-    if (rc == PB_STORE_OK)
-        rc = load_in_progress(st, id, &cur, what);
-    if (rc == PB_STORE_OK && !(md = metadata ? merge_metadata(cur, metadata) : strdup(cur)))
+    int rc = load_in_progress(st, r->id, &cur, what);
+    if (rc == PB_STORE_OK && !(md = r->merge ? merge_metadata(cur, r->merge) : strdup(cur)))
         rc = PB_STORE_ERR;
     if (rc == PB_STORE_OK)
         rc = prepare(st,
-                     "UPDATE operations SET status = ?2, result = ?3, metadata = ?4,"
-                     " attempts = ?5, last_attempt_at = ?6, next_attempt_at = NULL,"
-                     " claimed_by = NULL, claimed_until = NULL, updated_at = ?6 WHERE id = ?1",
+                     "UPDATE operations SET attempts = ?2, last_attempt_at = ?3,"
+                     " next_attempt_at = ?4, claimed_by = NULL, claimed_until = NULL,"
+                     " metadata = ?5, updated_at = ?3 WHERE id = ?1",
                      &s, what);
     if (rc == PB_STORE_OK) {
-        if (bind_text(s, 1, id) | bind_text(s, 2, status) | bind_text(s, 3, res) |
-            bind_text(s, 4, md) | sqlite3_bind_int(s, 5, attempts) |
-            sqlite3_bind_int64(s, 6, now))
+        if (bind_text(s, 1, r->id) | sqlite3_bind_int(s, 2, r->attempts) |
+            sqlite3_bind_int64(s, 3, r->now) | sqlite3_bind_int64(s, 4, r->next_attempt_ms) |
+            bind_text(s, 5, md))
             rc = db_fail(st, what);
         else
             rc = step_rc(st, sqlite3_step(s), what);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
-    if (rc == PB_STORE_OK) {
-        rc = prep_bind(st,
-                       "UPDATE write_queue SET state = 'done'"
-                       " WHERE operation_id = ?1 AND state <> 'done'",
-                       &s, what, 1, id);
-        if (rc == PB_STORE_OK) {
-            rc = step_rc(st, sqlite3_step(s), what);
-            sqlite3_finalize(s);
-        }
-    }
-    rc = tx_end(st, rc, 0);
-    pthread_mutex_unlock(&st->mu);
-    free(res);
     free(cur);
     free(md);
     return rc;
@@ -2856,34 +3249,15 @@ int pb_store_operation_retry(pb_store *st, const char *id, int attempts, int64_t
     free(err_text);
     if (last_error && !merge)
         return PB_STORE_ERR;
-    const char *what = "retry operation";
-    char *cur = NULL, *md = NULL;
-    sqlite3_stmt *s;
-    pthread_mutex_lock(&st->mu);
-    int rc = tx_begin(st);
-    if (rc == PB_STORE_OK)
-        rc = load_in_progress(st, id, &cur, what);
-    if (rc == PB_STORE_OK && !(md = merge ? merge_metadata(cur, merge) : strdup(cur)))
-        rc = PB_STORE_ERR;
-    if (rc == PB_STORE_OK)
-        rc = prepare(st,
-                     "UPDATE operations SET attempts = ?2, last_attempt_at = ?3,"
-                     " next_attempt_at = ?4, claimed_by = NULL, claimed_until = NULL,"
-                     " metadata = ?5, updated_at = ?3 WHERE id = ?1",
-                     &s, what);
-    if (rc == PB_STORE_OK) {
-        if (bind_text(s, 1, id) | sqlite3_bind_int(s, 2, attempts) |
-            sqlite3_bind_int64(s, 3, now) | sqlite3_bind_int64(s, 4, next_attempt_ms) |
-            bind_text(s, 5, md))
-            rc = db_fail(st, what);
-        else
-            rc = step_rc(st, sqlite3_step(s), what);
-        sqlite3_finalize(s);
-    }
-    rc = tx_end(st, rc, 0);
-    pthread_mutex_unlock(&st->mu);
-    free(cur);
-    free(md);
+    struct retry_job r = {
+        .base = {.run = retry_run},
+        .id = id,
+        .merge = merge,
+        .attempts = attempts,
+        .next_attempt_ms = next_attempt_ms,
+        .now = now,
+    };
+    int rc = gc_submit(st, &r.base);
     json_decref(merge);
     return rc;
 }
@@ -2931,7 +3305,7 @@ static int find_bucket(pb_store *st, const char *project_id, const char *install
             rc = db_fail(st, what);
         }
     }
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -2959,7 +3333,7 @@ static int insert_queue_row(pb_store *st, const struct queue_row *r, const char 
         rc = db_fail(st, what);
     else
         rc = step_rc(st, sqlite3_step(s), what);
-    sqlite3_finalize(s);
+    stmt_done(st, s);
     return rc;
 }
 
@@ -2975,7 +3349,67 @@ static int make_due(pb_store *st, const char *op_id, int64_t now, const char *wh
         rc = db_fail(st, what);
     else
         rc = step_rc(st, sqlite3_step(s), what);
-    sqlite3_finalize(s);
+    stmt_done(st, s);
+    return rc;
+}
+
+struct queue_job {
+    struct gc_job base;
+    const char *project_id, *integration_id, *installation_id, *object, *write_type;
+    const char *bucket_key, *new_op_id, *rec, *req_text, *md_text;
+    int64_t now, flush_at_ms, deadline_ms;
+    size_t len;
+    struct bucket b; /* the bucket joined; b.op_id malloc'd */
+};
+
+static int queue_run(pb_store *st, struct gc_job *j)
+{
+    struct queue_job *q = (struct queue_job *)j;
+    const char *what = "queue write";
+    free(q->b.op_id);
+    q->b = (struct bucket){0};
+    struct bucket *b = &q->b;
+    int rc = find_bucket(st, q->project_id, q->installation_id, q->bucket_key, q->flush_at_ms,
+                         q->deadline_ms, b, what);
+    if (rc == PB_STORE_OK && !b->op_id) {
+        struct op_insert op = {
+            .id = q->new_op_id,
+            .project_id = q->project_id,
+            .integration_id = q->integration_id,
+            .installation_id = q->installation_id,
+            .status = "in_progress",
+            .metadata = q->md_text,
+            .request = q->req_text,
+            .next_attempt_at = q->flush_at_ms,
+            .deadline_at = q->deadline_ms,
+            .now = q->now,
+        };
+        *b = (struct bucket){strdup(q->new_op_id), q->now, q->flush_at_ms, q->deadline_ms, 0};
+        rc = b->op_id ? installation_of(st, q->project_id, q->integration_id, q->installation_id,
+                                        what)
+                      : PB_STORE_ERR;
+        if (rc == PB_STORE_OK)
+            rc = insert_operation(st, &op, what);
+    }
+    if (rc == PB_STORE_OK && strlen(b->op_id) >= q->len)
+        rc = PB_STORE_ERR;
+    if (rc == PB_STORE_OK) {
+        struct queue_row row = {
+            .operation_id = b->op_id,
+            .installation_id = q->installation_id,
+            .object = q->object,
+            .write_type = q->write_type,
+            .record = q->rec,
+            .bucket_key = q->bucket_key,
+            .first_enqueued_at = b->first_enqueued_at,
+            .flush_at = b->flush_at,
+            .deadline_at = b->deadline_at,
+            .now = q->now,
+        };
+        rc = insert_queue_row(st, &row, what);
+    }
+    if (rc == PB_STORE_OK && b->rows + 1 >= QUEUE_BUCKET_MAX)
+        rc = make_due(st, b->op_id, q->now, what);
     return rc;
 }
 
@@ -3007,57 +3441,28 @@ int pb_store_queue_add(pb_store *st, const char *project_id, const char *integra
         return PB_STORE_ERR;
     }
 
-    const char *what = "queue write";
-    struct bucket b = {0};
-    pthread_mutex_lock(&st->mu);
-    int rc = tx_begin(st);
-    if (rc == PB_STORE_OK)
-        rc = find_bucket(st, project_id, installation_id, bucket_key, flush_at_ms, deadline_ms,
-                         &b, what);
-    if (rc == PB_STORE_OK && !b.op_id) {
-        struct op_insert op = {
-            .id = new_op_id,
-            .project_id = project_id,
-            .integration_id = integration_id,
-            .installation_id = installation_id,
-            .status = "in_progress",
-            .metadata = md_text,
-            .request = req_text,
-            .next_attempt_at = flush_at_ms,
-            .deadline_at = deadline_ms,
-            .now = now,
-        };
-        b = (struct bucket){strdup(new_op_id), now, flush_at_ms, deadline_ms, 0};
-        rc = b.op_id ? installation_of(st, project_id, integration_id, installation_id, what)
-                     : PB_STORE_ERR;
-        if (rc == PB_STORE_OK)
-            rc = insert_operation(st, &op, what);
-    }
-    if (rc == PB_STORE_OK && strlen(b.op_id) >= len)
-        rc = PB_STORE_ERR;
-    if (rc == PB_STORE_OK) {
-        struct queue_row row = {
-            .operation_id = b.op_id,
-            .installation_id = installation_id,
-            .object = object,
-            .write_type = write_type,
-            .record = rec,
-            .bucket_key = bucket_key,
-            .first_enqueued_at = b.first_enqueued_at,
-            .flush_at = b.flush_at,
-            .deadline_at = b.deadline_at,
-            .now = now,
-        };
-        rc = insert_queue_row(st, &row, what);
-    }
-    if (rc == PB_STORE_OK && b.rows + 1 >= QUEUE_BUCKET_MAX)
-        rc = make_due(st, b.op_id, now, what);
     /* Committed (WAL, synchronous=FULL) before the caller acknowledges. */
-    rc = tx_end(st, rc, 0);
-    pthread_mutex_unlock(&st->mu);
+    struct queue_job q = {
+        .base = {.run = queue_run},
+        .project_id = project_id,
+        .integration_id = integration_id,
+        .installation_id = installation_id,
+        .object = object,
+        .write_type = write_type,
+        .bucket_key = bucket_key,
+        .new_op_id = new_op_id,
+        .rec = rec,
+        .req_text = req_text,
+        .md_text = md_text,
+        .now = now,
+        .flush_at_ms = flush_at_ms,
+        .deadline_ms = deadline_ms,
+        .len = len,
+    };
+    int rc = gc_submit(st, &q.base);
     if (rc == PB_STORE_OK)
-        memcpy(op_id_out, b.op_id, strlen(b.op_id) + 1);
-    free(b.op_id);
+        memcpy(op_id_out, q.b.op_id, strlen(q.b.op_id) + 1);
+    free(q.b.op_id);
     free(rec);
     free(req_text);
     free(md_text);
@@ -3110,7 +3515,7 @@ int pb_store_operation_release_claims(pb_store *st, int64_t now_ms, int *release
             rc = step_rc(st, sqlite3_step(s), "release claims");
         if (rc == PB_STORE_OK && released)
             *released = sqlite3_changes(st->db);
-        sqlite3_finalize(s);
+        stmt_done(st, s);
     }
     pthread_mutex_unlock(&st->mu);
     return rc;

@@ -1,5 +1,6 @@
 #include "write.h"
 #include "app.h"
+#include "cache.h"
 #include "control.h"
 #include "egress.h"
 #include "http.h"
@@ -965,8 +966,19 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
             return -1;
         }
     }
-    /* The integration, its write object, the group's installation. */
-    if (pb_ctl_integration_get(app, project_id, integration, &a->integration, p) != 0)
+    /* The integration, its write object, the group's installation: from
+     * the control-plane cache when both are there (read-only, shared),
+     * otherwise from the store, which also tells what is missing. */
+    int cached = app->cache &&
+                 pb_cache_installation_by_group(app->cache, project_id, integration, group,
+                                                &a->installation, &a->integration,
+                                                &(int){0}) == 0;
+    if (!cached) {
+        json_decref(a->installation);
+        json_decref(a->integration);
+        a->installation = a->integration = NULL;
+    }
+    if (!cached && pb_ctl_integration_get(app, project_id, integration, &a->integration, p) != 0)
         return -1;
     json_t *wobj = NULL;
     size_t i;
@@ -982,7 +994,8 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
                        json_string_value(json_object_get(a->integration, "name")));
         return -1;
     }
-    if (pb_store_installation_find(app->store, project_id,
+    if (!cached &&
+        pb_store_installation_find(app->store, project_id,
                                    json_string_value(json_object_get(a->integration, "id")), group,
                                    &a->installation) != 0) {
         json_t *issues = json_pack("[{s:s, s:s, s:s}]", "in", "body", "name", "groupRef",

@@ -293,6 +293,7 @@ static void test_401_refreshes_once_and_retries(void)
 
 struct worker {
     long status;
+    char body[200];
 };
 
 static void *concurrent_call(void *arg)
@@ -302,6 +303,7 @@ static void *concurrent_call(void *arg)
     amp_headers(h, inst_hs);
     struct pbt_resp r;
     w->status = call("GET", "/crm/v3/objects/contacts", h, NULL, &r);
+    snprintf(w->body, sizeof w->body, "%s", r.body ? r.body : "");
     pbt_resp_free(&r);
     return NULL;
 }
@@ -320,7 +322,7 @@ static void test_200_concurrent_calls_one_refresh(void)
         pthread_join(t[i], NULL);
         ok += w[i].status == 200;
         if (w[i].status != 200)
-            fprintf(stderr, "\n  call %d answered %ld\n", i, w[i].status);
+            fprintf(stderr, "\n  call %d answered %ld: %s\n", i, w[i].status, w[i].body);
     }
     CU_ASSERT_EQUAL(ok, N);
     CU_ASSERT_EQUAL(fake_token_calls(hs), calls + 1);

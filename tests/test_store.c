@@ -3525,6 +3525,341 @@ static void test_write_api_persistence(void)
     wfix_close(&f);
 }
 
+/* ---- group commit ---- */
+
+#define GC_THREADS 64
+#define GC_PER_THREAD 200
+
+struct gc_worker {
+    struct wfix *f;
+    int t;
+    int failures; /* calls that did not return PB_STORE_OK */
+    int bad_out;  /* returned API shapes that were wrong */
+};
+
+/* Thread t's i-th operation: every field follows from (t, i). */
+static void *gc_create_main(void *arg)
+{
+    struct gc_worker *w = arg;
+    for (int i = 0; i < GC_PER_THREAD; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "gc_%02d_%03d", w->t, i);
+        long long next = T_FIXED + w->t * 1000LL + i;
+        json_t *op = json_pack("{s:s, s:s, s:s, s:{s:[s], s:i}, s:{s:s, s:i, s:i}, s:I, s:I}",
+                               "id", id, "integrationId", w->f->crm, "installationId",
+                               w->t % 2 ? "ins_1" : "ins_2", "metadata", "objects", "contacts",
+                               "t", w->t, "request", "kind", "single", "t", w->t, "i", i,
+                               "nextAttemptAt", (json_int_t)next, "deadlineAt",
+                               (json_int_t)(next + HOUR_MS));
+        /* Some callers ask for the API shape, built inside the group. */
+        json_t *out = NULL;
+        int rc = pb_store_operation_create(w->f->st, "p_1", op, i % 20 == 0 ? &out : NULL);
+        if (rc != PB_STORE_OK)
+            w->failures++;
+        else if (i % 20 == 0 &&
+                 (!out || strcmp(jstr(out, "id"), id) != 0 ||
+                  strcmp(jstr(out, "status"), "in_progress") != 0 ||
+                  strcmp(jstr(out, "installationId"), w->t % 2 ? "ins_1" : "ins_2") != 0))
+            w->bad_out++;
+        json_decref(out);
+        json_decref(op);
+    }
+    return NULL;
+}
+
+/* 64 threads create 200 asynchronous operations each at once: every one is
+ * stored with its own fields, and they shared transactions (far fewer
+ * commits than writes). */
+static void test_group_commit_concurrent_creates(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    uint64_t c0 = pb_store_testing_commits(f.st);
+    struct gc_worker w[GC_THREADS];
+    pthread_t th[GC_THREADS];
+    for (int t = 0; t < GC_THREADS; t++) {
+        w[t] = (struct gc_worker){.f = &f, .t = t};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, gc_create_main, &w[t]), 0);
+    }
+    int failures = 0, bad_out = 0;
+    for (int t = 0; t < GC_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        failures += w[t].failures;
+        bad_out += w[t].bad_out;
+    }
+    uint64_t commits = pb_store_testing_commits(f.st) - c0;
+    const long long n = GC_THREADS * GC_PER_THREAD;
+    CU_ASSERT_EQUAL(failures, 0);
+    CU_ASSERT_EQUAL(bad_out, 0);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE substr(id, 1, 3) = 'gc_'"),
+                    n);
+    /* Each row carries exactly the fields its caller gave. */
+    char sql[1400];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM operations, (SELECT json_extract(request, '$.t') AS t,"
+             " json_extract(request, '$.i') AS i, id AS rid FROM operations) ON rid = id"
+             " WHERE id = printf('gc_%%02d_%%03d', t, i)"
+             " AND project_id = 'p_1' AND integration_id = '%s'"
+             " AND installation_id = CASE WHEN t %% 2 THEN 'ins_1' ELSE 'ins_2' END"
+             " AND action_type = 'write' AND status = 'in_progress' AND result IS NULL"
+             " AND json_extract(request, '$.kind') = 'single'"
+             " AND json_extract(metadata, '$.t') = t"
+             " AND json_extract(metadata, '$.objects[0]') = 'contacts'"
+             " AND next_attempt_at = %lld + t * 1000 + i"
+             " AND deadline_at = next_attempt_at + %lld AND attempts = 0"
+             " AND claimed_by IS NULL AND created_at = updated_at",
+             f.crm, (long long)T_FIXED, (long long)HOUR_MS);
+    long long good = raw_int(f.db, sql);
+    CU_ASSERT_EQUAL(good, n);
+    /* Grouped: well under one commit per write. */
+    CU_ASSERT_TRUE(commits > 0);
+    CU_ASSERT_TRUE(commits * 4 <= (uint64_t)n);
+    if (getenv("PBT_VERBOSE") || commits * 4 > (uint64_t)n)
+        fprintf(stderr, "\n  %llu commits for %lld writes\n", (unsigned long long)commits, n);
+    /* A claim sees them in next_attempt_at order. */
+    CU_ASSERT_STRING_EQUAL(claim(f.st, "w", T_FIXED + 1, T_FIXED + MIN_MS, 3),
+                           "gc_00_000,gc_00_001");
+    wfix_close(&f);
+}
+
+#define QG_THREADS 64
+#define QG_PER_THREAD 25
+
+struct qg_worker {
+    struct wfix *f;
+    int t;
+    int failures;
+    json_t *joined; /* op id -> writes that reported it */
+};
+
+static void *qg_main(void *arg)
+{
+    struct qg_worker *w = arg;
+    for (int i = 0; i < QG_PER_THREAD; i++) {
+        char rec[64], new_id[32], op[64];
+        snprintf(rec, sizeof rec, "{\"record\": {\"email\": \"t%d-%d@x\"}}", w->t, i);
+        snprintf(new_id, sizeof new_id, "qg_%02d_%02d", w->t, i);
+        json_t *r = json_loads(rec, 0, NULL);
+        long long now = T_FIXED + i;
+        if (pb_store_queue_add(w->f->st, "p_1", w->f->crm, "ins_1", "contacts", "create", r,
+                               BUCKET, new_id, now, now + MIN_MS, now + HOUR_MS, op,
+                               sizeof op) != PB_STORE_OK) {
+            w->failures++;
+        } else {
+            json_t *c = json_object_get(w->joined, op);
+            json_object_set_new(w->joined, op,
+                                json_integer(c ? json_integer_value(c) + 1 : 1));
+        }
+        json_decref(r);
+    }
+    return NULL;
+}
+
+/* Queued writes from 64 threads into one bucket key: grouped writes see the
+ * ones before them in the same transaction, so every batch still holds
+ * exactly 100 and is due once full, and each caller was told the batch its
+ * write is in. */
+static void test_group_commit_queue_buckets(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    uint64_t c0 = pb_store_testing_commits(f.st);
+    struct qg_worker w[QG_THREADS];
+    pthread_t th[QG_THREADS];
+    for (int t = 0; t < QG_THREADS; t++) {
+        w[t] = (struct qg_worker){.f = &f, .t = t, .joined = json_object()};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, qg_main, &w[t]), 0);
+    }
+    int failures = 0;
+    json_t *joined = json_object();
+    for (int t = 0; t < QG_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        failures += w[t].failures;
+        const char *id;
+        json_t *v;
+        json_object_foreach(w[t].joined, id, v)
+        {
+            json_t *c = json_object_get(joined, id);
+            json_object_set_new(joined, id,
+                                json_integer((c ? json_integer_value(c) : 0) +
+                                             json_integer_value(v)));
+        }
+        json_decref(w[t].joined);
+    }
+    const int n = QG_THREADS * QG_PER_THREAD;
+    CU_ASSERT_EQUAL(failures, 0);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue"), n);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(DISTINCT operation_id) FROM write_queue"),
+                    n / 100);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM (SELECT operation_id FROM write_queue"
+                                  " GROUP BY operation_id HAVING count(*) <> 100)"),
+                    0);
+    /* Every full batch was made due at its 100th write's time. */
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations"
+                                  " WHERE next_attempt_at < 1795694400123 + 60000"),
+                    n / 100);
+    CU_ASSERT_EQUAL(json_object_size(joined), (size_t)(n / 100));
+    const char *id;
+    json_t *v;
+    json_object_foreach(joined, id, v)
+    {
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM write_queue WHERE operation_id = '%s'",
+                 id);
+        CU_ASSERT_EQUAL(raw_int(f.db, sql), json_integer_value(v));
+    }
+    CU_ASSERT_TRUE(pb_store_testing_commits(f.st) - c0 < (uint64_t)n);
+    json_decref(joined);
+    wfix_close(&f);
+}
+
+/* One member of a held group, run on its own thread. */
+struct gc_member {
+    struct wfix *f;
+    const char *id, *inst;   /* a create; inst NULL: a queued write instead */
+    const char *new_op;      /* queued write: the operation id it would start */
+    int want_out;
+    int rc;
+    json_t *out;
+    char joined[64];
+};
+
+static void *gc_member_main(void *arg)
+{
+    struct gc_member *m = arg;
+    if (m->inst) {
+        json_t *op = json_pack("{s:s, s:s, s:s, s:{s:s}, s:I}", "id", m->id, "integrationId",
+                               m->f->crm, "installationId", m->inst, "request", "kind",
+                               "single", "nextAttemptAt", (json_int_t)T_FIXED);
+        m->rc = pb_store_operation_create(m->f->st, "p_1", op, m->want_out ? &m->out : NULL);
+        json_decref(op);
+    } else {
+        json_t *r = json_pack("{s:{s:s}}", "record", "email", m->id);
+        m->rc = pb_store_queue_add(m->f->st, "p_1", m->f->crm, "ins_1", "contacts", "create", r,
+                                   BUCKET, m->new_op, T_FIXED, T_FIXED + MIN_MS,
+                                   T_FIXED + HOUR_MS, m->joined, sizeof m->joined);
+        json_decref(r);
+    }
+    return NULL;
+}
+
+/* A group with bad members: each bad one gets its own error, rolled back
+ * alone; the others commit, in one transaction. */
+static void test_group_commit_bad_job_fails_alone(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    json_t *orig = NULL;
+    CU_ASSERT_EQUAL(mkop(&f, "op_taken", "ins_1", T_FIXED + 5, -1), PB_STORE_OK);
+    CU_ASSERT_EQUAL(pb_store_operation_get(f.st, "p_1", "op_taken", &orig), PB_STORE_OK);
+
+    struct gc_member m[] = {
+        {.f = &f, .id = "op_g1", .inst = "ins_1"},
+        {.f = &f, .id = "op_taken", .inst = "ins_2"},   /* duplicate id: CONFLICT */
+        {.f = &f, .id = "op_g2", .inst = "ins_2", .want_out = 1},
+        {.f = &f, .id = "op_g3", .inst = "ins_9"},      /* p_2's installation: NOTFOUND */
+        {.f = &f, .id = "q1@x", .new_op = "op_q1"},
+        {.f = &f, .id = "op_g4", .inst = "ins_1"},
+        {.f = &f, .id = "q2@x", .new_op = "op_q2"},
+        {.f = &f, .id = "op_g2", .inst = "ins_1"},      /* same id as a member before: CONFLICT */
+        {.f = &f, .id = "op_g5", .inst = "ins_2", .want_out = 1},
+    };
+    const int n = (int)(sizeof m / sizeof m[0]);
+    pthread_t th[sizeof m / sizeof m[0]];
+    pb_store_testing_hold_commits(f.st, 1);
+    /* One at a time, so the queue order (and who conflicts) is known. */
+    for (int i = 0; i < n; i++) {
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, gc_member_main, &m[i]), 0);
+        for (int k = 0; k < 5000 && pb_store_testing_queued(f.st) < i + 1; k++)
+            usleep(1000);
+        CU_ASSERT_EQUAL_FATAL(pb_store_testing_queued(f.st), i + 1);
+    }
+    /* Held: nothing is written while they wait. */
+    usleep(20000);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations"), 1);
+    uint64_t c0 = pb_store_testing_commits(f.st);
+    pb_store_testing_hold_commits(f.st, 0);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    CU_ASSERT_EQUAL(pb_store_testing_commits(f.st) - c0, 1);
+    CU_ASSERT_EQUAL(pb_store_testing_queued(f.st), 0);
+
+    CU_ASSERT_EQUAL(m[0].rc, PB_STORE_OK);
+    CU_ASSERT_EQUAL(m[1].rc, PB_STORE_CONFLICT);
+    CU_ASSERT_EQUAL(m[2].rc, PB_STORE_OK);
+    CU_ASSERT_EQUAL(m[3].rc, PB_STORE_NOTFOUND);
+    CU_ASSERT_EQUAL(m[4].rc, PB_STORE_OK);
+    CU_ASSERT_EQUAL(m[5].rc, PB_STORE_OK);
+    CU_ASSERT_EQUAL(m[6].rc, PB_STORE_OK);
+    CU_ASSERT_EQUAL(m[7].rc, PB_STORE_CONFLICT);
+    CU_ASSERT_EQUAL(m[8].rc, PB_STORE_OK);
+    /* The second queued write joined the bucket the first one opened in
+     * the same transaction. */
+    CU_ASSERT_STRING_EQUAL(m[4].joined, "op_q1");
+    CU_ASSERT_STRING_EQUAL(m[6].joined, "op_q1");
+    CU_ASSERT_PTR_NOT_NULL(m[2].out);
+    CU_ASSERT_STRING_EQUAL(jstr(m[2].out, "id"), "op_g2");
+    CU_ASSERT_STRING_EQUAL(jstr(m[2].out, "installationId"), "ins_2");
+    CU_ASSERT_STRING_EQUAL(jstr(m[8].out, "id"), "op_g5");
+    /* Stored: the good ones; the bad ones left nothing behind. */
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations"), 1 + 4 + 1);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE id IN"
+                                  " ('op_g1', 'op_g2', 'op_g4', 'op_g5', 'op_q1')"),
+                    5);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE id IN ('op_g3', 'op_q2')"),
+                    0);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM operations WHERE id = 'op_g2'"
+                                  " AND installation_id = 'ins_2'"),
+                    1);
+    CU_ASSERT_EQUAL(raw_int(f.db, "SELECT count(*) FROM write_queue WHERE operation_id = 'op_q1'"),
+                    2);
+    json_t *now = NULL;
+    CU_ASSERT_EQUAL(pb_store_operation_get(f.st, "p_1", "op_taken", &now), PB_STORE_OK);
+    CU_ASSERT_TRUE(json_equal(orig, now));
+    for (int i = 0; i < n; i++)
+        json_decref(m[i].out);
+    json_decref(orig);
+    json_decref(now);
+    wfix_close(&f);
+}
+
+/* Every group member's row is committed before its call returns: another
+ * connection sees it at once, and a reopened store has it. */
+static void test_group_commit_durable_on_return(void)
+{
+    struct wfix f;
+    CU_ASSERT_EQUAL_FATAL(wfix_open(&f), 0);
+    struct gc_member m[8];
+    pthread_t th[8];
+    char ids[8][16];
+    pb_store_testing_hold_commits(f.st, 1);
+    for (int i = 0; i < 8; i++) {
+        snprintf(ids[i], sizeof ids[i], "op_d%d", i);
+        m[i] = (struct gc_member){.f = &f, .id = ids[i], .inst = i % 2 ? "ins_1" : "ins_2"};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, gc_member_main, &m[i]), 0);
+    }
+    for (int k = 0; k < 5000 && pb_store_testing_queued(f.st) < 8; k++)
+        usleep(1000);
+    CU_ASSERT_EQUAL(pb_store_testing_queued(f.st), 8);
+    pb_store_testing_hold_commits(f.st, 0);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(m[i].rc, PB_STORE_OK);
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM operations WHERE id = '%s'", ids[i]);
+        CU_ASSERT_EQUAL(raw_int(f.db, sql), 1);
+    }
+    pb_store_close(f.st);
+    f.st = open_path(f.path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f.st);
+    /* All eight are there and due (in whatever order they queued). */
+    const char *claimed = claim(f.st, "w", T_FIXED, T_FIXED + MIN_MS, 10);
+    CU_ASSERT_EQUAL(strlen(claimed), 8 * 5 + 7);
+    for (int i = 0; i < 8; i++)
+        CU_ASSERT_PTR_NOT_NULL(strstr(claimed, ids[i]));
+    wfix_close(&f);
+}
+
 int main(int argc, char **argv)
 {
     CU_TestInfo tests[] = {
@@ -3570,6 +3905,10 @@ int main(int argc, char **argv)
         {"write_api_persistence", test_write_api_persistence},
         {"generation_sees_other_handles", test_generation_sees_other_handles},
         {"operation_release_claims", test_operation_release_claims},
+        {"group_commit_concurrent_creates", test_group_commit_concurrent_creates},
+        {"group_commit_queue_buckets", test_group_commit_queue_buckets},
+        {"group_commit_bad_job_fails_alone", test_group_commit_bad_job_fails_alone},
+        {"group_commit_durable_on_return", test_group_commit_durable_on_return},
         CU_TEST_INFO_NULL,
     };
     return pbt_main(argc, argv, "store", tests);

@@ -13,6 +13,7 @@
 #include "http.h"
 #include <curl/curl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1824,6 +1825,137 @@ static void test_restart_keeps_queued_and_claimed_writes(void)
 
 /* ---- the operations API ------------------------------------------------------------------ */
 
+/* ---- concurrency and the control-plane cache ---------------------------------- */
+
+static int connect_and_install(const char *integration, const char *conn_body, const char *config,
+                               char *inst_out);
+
+#define CW_THREADS 32
+#define CW_PER_THREAD 25
+
+struct cw {
+    int t;
+    int not_200, not_stored;
+    char ids[CW_PER_THREAD][64];
+};
+
+/* Asynchronous writes from many clients at once (they share commits in
+ * the store): each acknowledged operation is in the store when its 200
+ * arrives. */
+static void *cw_main(void *arg)
+{
+    struct cw *w = arg;
+    for (int i = 0; i < CW_PER_THREAD; i++) {
+        json_t *j = NULL;
+        long st = wr("hs-int", "contacts", &j,
+                     "{'groupRef':'customer-3','type':'create','mode':'asynchronous',"
+                     "'record':{'email':'cw-%d-%d@x.test'}}",
+                     w->t, i);
+        snprintf(w->ids[i], sizeof w->ids[i], "%s", js(j, "operationId"));
+        json_decref(j);
+        if (st != 200) {
+            w->not_200++;
+            continue;
+        }
+        json_t *op = NULL;
+        if (pb_store_operation_get(app->store, project_id, w->ids[i], &op) != PB_STORE_OK)
+            w->not_stored++;
+        json_decref(op);
+    }
+    return NULL;
+}
+
+static void test_async_concurrent_clients(void)
+{
+    size_t before = count_exact(hs, "POST", "/crm/v3/objects/contacts");
+    static struct cw w[CW_THREADS];
+    pthread_t th[CW_THREADS];
+    for (int t = 0; t < CW_THREADS; t++) {
+        memset(&w[t], 0, sizeof w[t]);
+        w[t].t = t;
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, cw_main, &w[t]), 0);
+    }
+    int not_200 = 0, not_stored = 0;
+    for (int t = 0; t < CW_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        not_200 += w[t].not_200;
+        not_stored += w[t].not_stored;
+    }
+    CU_ASSERT_EQUAL(not_200, 0);
+    CU_ASSERT_EQUAL(not_stored, 0);
+    /* Distinct operations, every one run once, to success. */
+    json_t *seen = json_object();
+    int bad = 0;
+    for (int t = 0; t < CW_THREADS; t++) {
+        for (int i = 0; i < CW_PER_THREAD; i++) {
+            json_object_set_new(seen, w[t].ids[i], json_true());
+            json_t *op = wait_done(w[t].ids[i], 20000);
+            if (strcmp(js(op, "status"), "success") != 0 ||
+                ji(op, "metadata.retry.attempts") != 1)
+                bad++;
+            json_decref(op);
+        }
+    }
+    CU_ASSERT_EQUAL(json_object_size(seen), CW_THREADS * CW_PER_THREAD);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(count_exact(hs, "POST", "/crm/v3/objects/contacts"),
+                    before + CW_THREADS * CW_PER_THREAD);
+    json_decref(seen);
+}
+
+/* A write finds the integration and installation through the control-plane
+ * cache: a changed config, and a deleted installation, are seen by the very
+ * next write. */
+static void test_installation_changes_seen_at_once(void)
+{
+    char inst[64];
+    const char *body =
+        "{'groupRef':'customer-cache','provider':'hubspot','oauth2AuthorizationCode':"
+        "{'accessToken':{'token':'hs-access-1','expiresAt':'2099-01-01T00:00:00Z'},"
+        "'refreshToken':{'token':'hs-refresh-1'}}}";
+    CU_ASSERT_EQUAL_FATAL(
+        connect_and_install("hs-int", body,
+                            "{'content':{'write':{'objects':{'companies':{'selectedFieldSettings':"
+                            "{'industry':{'default':{'stringValue':'FIRST'}}}}}}}}",
+                            inst),
+        0);
+    const char *path = "/crm/v3/objects/companies";
+    json_t *j = NULL, *sent = NULL;
+    for (int round = 0; round < 2; round++) {
+        CU_ASSERT_EQUAL(wr("hs-int", "companies", &j,
+                           "{'groupRef':'customer-cache','type':'create','record':{'name':'C%d'}}",
+                           round),
+                        200);
+        json_decref(j);
+        sent = last_body(hs, "POST", path);
+        CU_ASSERT_STRING_EQUAL(js(sent, "properties.industry"), "FIRST");
+        json_decref(sent);
+    }
+    json_t *cur = NULL;
+    CU_ASSERT_EQUAL_FATAL(pb_store_installation_get(app->store, project_id, inst, &cur),
+                          PB_STORE_OK);
+    json_t *cfg = qj("{'content':{'write':{'objects':{'companies':{'selectedFieldSettings':"
+                     "{'industry':{'default':{'stringValue':'SECOND'}}}}}}}}");
+    CU_ASSERT_EQUAL(pb_store_installation_update(app->store, project_id, inst,
+                                                 js(cur, "connectionId"), cfg, NULL),
+                    PB_STORE_OK);
+    json_decref(cfg);
+    json_decref(cur);
+    CU_ASSERT_EQUAL(wr("hs-int", "companies", &j,
+                       "{'groupRef':'customer-cache','type':'create','record':{'name':'C2'}}"),
+                    200);
+    json_decref(j);
+    sent = last_body(hs, "POST", path);
+    CU_ASSERT_STRING_EQUAL(js(sent, "properties.industry"), "SECOND");
+    json_decref(sent);
+    CU_ASSERT_EQUAL(pb_store_installation_delete(app->store, project_id, inst), PB_STORE_OK);
+    long st = wr("hs-int", "companies", &j,
+                 "{'groupRef':'customer-cache','type':'create','mode':'asynchronous',"
+                 "'record':{'name':'C3'}}");
+    expect_problem(st, j, 404, "groupRef");
+    json_decref(j);
+}
+
 static void test_operations_api(void)
 {
     char made[5][64];
@@ -2110,6 +2242,8 @@ static CU_TestInfo tests[] = {
     {"autobatch_deadline_is_first_writes", test_autobatch_deadline_is_first_writes},
     {"restart_keeps_queued_and_claimed_writes", test_restart_keeps_queued_and_claimed_writes},
     {"operations_api", test_operations_api},
+    {"async_concurrent_clients", test_async_concurrent_clients},
+    {"installation_changes_seen_at_once", test_installation_changes_seen_at_once},
     CU_TEST_INFO_NULL,
 };
 
