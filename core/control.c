@@ -65,25 +65,6 @@ static int req_string(const json_t *obj, const char *key, const char *path, size
 }
 
 /* Refuses keys of `obj` not listed in `allowed` (NULL-terminated). */
-static int only_keys(const json_t *obj, const char *prefix, const char *const *allowed,
-                     struct pb_problem *p)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)obj, key, v) {
-        int ok = 0;
-        for (const char *const *a = allowed; *a; a++)
-            ok |= strcmp(*a, key) == 0;
-        if (!ok) {
-            char path[256];
-            snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", key);
-            pb_problem_invalid(p, "body", path, "is not a known field");
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int valid_name(const char *s, size_t max)
 {
     size_t n = strlen(s);
@@ -391,7 +372,7 @@ static json_t *read_credentials(const json_t *body, struct pb_problem *p)
             pb_problem_invalid(p, "body", "basicAuth", "must be an object");
             goto fail;
         }
-        if (only_keys(b, "basicAuth", keys, p) != 0 ||
+        if (pb_problem_only_keys(b, "basicAuth", keys, p) != 0 ||
             req_string(b, "username", "basicAuth.username", 1024, &s1, p) != 0)
             goto fail;
         json_t *pw = json_object_get(b, "password");
@@ -410,7 +391,7 @@ static json_t *read_credentials(const json_t *body, struct pb_problem *p)
             pb_problem_invalid(p, "body", kind, "must be an object");
             goto fail;
         }
-        if (only_keys(b, kind, keys, p) != 0 ||
+        if (pb_problem_only_keys(b, kind, keys, p) != 0 ||
             req_string(b, "clientId", "oauth2ClientCredentials.clientId", 1024, &s1, p) != 0 ||
             req_string(b, "clientSecret", "oauth2ClientCredentials.clientSecret", 4096, &s2, p) != 0)
             goto fail;
@@ -431,7 +412,7 @@ static json_t *read_credentials(const json_t *body, struct pb_problem *p)
             pb_problem_invalid(p, "body", kind, "must be an object");
             goto fail;
         }
-        if (only_keys(b, kind, keys, p) != 0)
+        if (pb_problem_only_keys(b, kind, keys, p) != 0)
             goto fail;
         json_t *at = json_object_get(b, "accessToken"), *rt = json_object_get(b, "refreshToken");
         if ((!at || json_is_null(at)) && (!rt || json_is_null(rt))) {
@@ -446,7 +427,7 @@ static json_t *read_credentials(const json_t *body, struct pb_problem *p)
                 pb_problem_invalid(p, "body", "oauth2AuthorizationCode.accessToken", "must be an object");
                 goto fail;
             }
-            if (only_keys(at, "oauth2AuthorizationCode.accessToken", at_keys, p) != 0 ||
+            if (pb_problem_only_keys(at, "oauth2AuthorizationCode.accessToken", at_keys, p) != 0 ||
                 req_string(at, "token", "oauth2AuthorizationCode.accessToken.token", 8192, &s1, p) != 0 ||
                 opt_string(at, "expiresAt", "oauth2AuthorizationCode.accessToken.expiresAt", 64, &s2, p) != 0)
                 goto fail;
@@ -466,7 +447,7 @@ static json_t *read_credentials(const json_t *body, struct pb_problem *p)
                 pb_problem_invalid(p, "body", "oauth2AuthorizationCode.refreshToken", "must be an object");
                 goto fail;
             }
-            if (only_keys(rt, "oauth2AuthorizationCode.refreshToken", rt_keys, p) != 0 ||
+            if (pb_problem_only_keys(rt, "oauth2AuthorizationCode.refreshToken", rt_keys, p) != 0 ||
                 req_string(rt, "token", "oauth2AuthorizationCode.refreshToken.token", 8192, &s1, p) != 0)
                 goto fail;
             json_object_set_new(creds, "refresh_token", json_string(s1));
@@ -533,7 +514,7 @@ int pb_ctl_connection_generate(struct pb_app *app, const char *project_id, const
                                        "oauth2AuthorizationCode", "groupName", "consumerName",
                                        NULL};
     const char *group_ref, *consumer_ref, *provider;
-    if (only_keys(body, "", keys, p) != 0 ||
+    if (pb_problem_only_keys(body, "", keys, p) != 0 ||
         req_string(body, "groupRef", "groupRef", MAX_REF_LEN, &group_ref, p) != 0 ||
         opt_string(body, "consumerRef", "consumerRef", MAX_REF_LEN, &consumer_ref, p) != 0 ||
         req_string(body, "provider", "provider", 64, &provider, p) != 0)
@@ -584,7 +565,7 @@ static int check_field_settings(const json_t *fs, const char *base, struct pb_pr
             pb_problem_invalid(p, "body", path, "must be an object");
             return -1;
         }
-        if (only_keys(s, path, keys, p) != 0)
+        if (pb_problem_only_keys(s, path, keys, p) != 0)
             return -1;
         json_t *d = json_object_get(s, "default");
         if (d) {
@@ -630,7 +611,7 @@ static int check_config(const json_t *integration, const json_t *config, const c
         return -1;
     }
     static const char *const ckeys[] = {"content", "revision", "createTime", "createdBy", NULL};
-    if (only_keys(config, base, ckeys, p) != 0)
+    if (pb_problem_only_keys(config, base, ckeys, p) != 0)
         return -1;
     json_t *content = json_object_get(config, "content");
     snprintf(path, sizeof path, "%s.content", base);
@@ -641,7 +622,7 @@ static int check_config(const json_t *integration, const json_t *config, const c
         return -1;
     }
     static const char *const keys[] = {"provider", "read", "write", "proxy", NULL};
-    if (only_keys(content, path, keys, p) != 0)
+    if (pb_problem_only_keys(content, path, keys, p) != 0)
         return -1;
     json_t *proxy = json_object_get(content, "proxy");
     if (proxy) {
@@ -682,7 +663,7 @@ static int check_config(const json_t *integration, const json_t *config, const c
                 static const char *const wkeys[] = {"objectName", "deletionSettings",
                                                     "selectedFieldSettings",
                                                     "selectedFieldMappings", NULL};
-                if (only_keys(o, path, wkeys, p) != 0)
+                if (pb_problem_only_keys(o, path, wkeys, p) != 0)
                     return -1;
                 json_t *ds = json_object_get(o, "deletionSettings");
                 if (ds && (!json_is_object(ds) ||
@@ -791,7 +772,7 @@ int pb_ctl_installation_create(struct pb_app *app, const char *project_id,
 {
     static const char *const keys[] = {"groupRef", "connectionId", "config", NULL};
     const char *group_ref, *connection_id;
-    if (only_keys(body, "", keys, p) != 0 ||
+    if (pb_problem_only_keys(body, "", keys, p) != 0 ||
         req_string(body, "groupRef", "groupRef", MAX_REF_LEN, &group_ref, p) != 0 ||
         opt_string(body, "connectionId", "connectionId", 64, &connection_id, p) != 0)
         return -1;
@@ -971,7 +952,7 @@ int pb_ctl_installation_patch(struct pb_app *app, const char *project_id,
                               const json_t *body, json_t **out, struct pb_problem *p)
 {
     static const char *const keys[] = {"updateMask", "installation", NULL};
-    if (only_keys(body, "", keys, p) != 0)
+    if (pb_problem_only_keys(body, "", keys, p) != 0)
         return -1;
     json_t *mask = json_object_get(body, "updateMask"), *patch = json_object_get(body, "installation");
     if (!json_is_array(mask) || json_array_size(mask) == 0) {
@@ -1205,7 +1186,7 @@ int pb_ctl_config_content_patch(struct pb_app *app, const char *project_id,
 {
     static const char *const keys[] = {"groupRef", "installationId", "action", "changes", NULL};
     const char *group_ref, *inst_id, *action;
-    if (only_keys(body, "", keys, p) != 0 ||
+    if (pb_problem_only_keys(body, "", keys, p) != 0 ||
         opt_string(body, "groupRef", "groupRef", MAX_REF_LEN, &group_ref, p) != 0 ||
         opt_string(body, "installationId", "installationId", 64, &inst_id, p) != 0 ||
         req_string(body, "action", "action", 16, &action, p) != 0)
@@ -1302,7 +1283,7 @@ int pb_ctl_oauth_connect(struct pb_app *app, const char *project_id, const json_
                                        "providerMetadata", "groupName", "consumerName", "scopes",
                                        NULL};
     const char *group_ref, *consumer_ref, *provider;
-    if (only_keys(body, "", keys, p) != 0 ||
+    if (pb_problem_only_keys(body, "", keys, p) != 0 ||
         req_string(body, "groupRef", "groupRef", MAX_REF_LEN, &group_ref, p) != 0 ||
         opt_string(body, "consumerRef", "consumerRef", MAX_REF_LEN, &consumer_ref, p) != 0 ||
         req_string(body, "provider", "provider", 64, &provider, p) != 0)

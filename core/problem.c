@@ -46,3 +46,22 @@ void pb_problem_invalid(struct pb_problem *p, const char *in, const char *name,
     json_t *issues = json_pack("[{s:s, s:s, s:s}]", "in", in, "name", name, "detail", detail);
     pb_problem_set(p, 400, "invalid-request", "Invalid request", issues, "%s: %s", name, detail);
 }
+
+int pb_problem_only_keys(const json_t *obj, const char *prefix, const char *const *allowed,
+                         struct pb_problem *p)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            ok |= strcmp(*a, key) == 0;
+        if (!ok) {
+            char path[256];
+            snprintf(path, sizeof path, "%s%s%.100s", prefix, *prefix ? "." : "", key);
+            pb_problem_invalid(p, "body", path, "is not a known field");
+            return -1;
+        }
+    }
+    return 0;
+}

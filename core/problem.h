@@ -20,6 +20,10 @@ void pb_problem_set(struct pb_problem *p, unsigned status, const char *slug, con
 /* A 400 with one validation issue naming the field. */
 void pb_problem_invalid(struct pb_problem *p, const char *in, const char *name,
                         const char *fmt, ...) PB_PRINTF(4, 5);
+/* A 400 naming the first key of obj not in `allowed` (NULL-terminated);
+ * prefix is the field path of obj ("" at the top). 0 when all are known. */
+int pb_problem_only_keys(const json_t *obj, const char *prefix, const char *const *allowed,
+                         struct pb_problem *p);
 void pb_problem_clear(struct pb_problem *p);
 /* Frees issues and resets. */
 void pb_problem_free(struct pb_problem *p);

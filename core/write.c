@@ -28,25 +28,6 @@
 
 /* ---- validation --------------------------------------------------------- */
 
-static int only_keys(const json_t *obj, const char *prefix, const char *const *allowed,
-                     struct pb_problem *p)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)obj, key, v) {
-        int ok = 0;
-        for (const char *const *a = allowed; *a; a++)
-            ok |= strcmp(*a, key) == 0;
-        if (!ok) {
-            char path[200];
-            snprintf(path, sizeof path, "%s%s%.100s", prefix, *prefix ? "." : "", key);
-            pb_problem_invalid(p, "body", path, "is not a known field");
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* A record id: a non-empty string or an integer, as text into out. */
 static int record_id(const json_t *record, char *out, size_t len)
 {
@@ -808,7 +789,7 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
         pb_problem_invalid(p, "body", "body", "must be a JSON object");
         return -1;
     }
-    if (only_keys(body, "", keys, p) != 0)
+    if (pb_problem_only_keys(body, "", keys, p) != 0)
         return -1;
     const char *group = json_string_value(json_object_get(body, "groupRef"));
     if (!group || !*group) {
@@ -867,7 +848,7 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
                 pb_problem_invalid(p, "body", path, "must be an object with record");
                 return -1;
             }
-            if (only_keys(it, path, ikeys, p) != 0)
+            if (pb_problem_only_keys(it, path, ikeys, p) != 0)
                 return -1;
             snprintf(path, sizeof path, "batch[%zu].record", i);
             if (!json_is_object(json_object_get(it, "record"))) {
@@ -892,7 +873,7 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
     json_t *bp = json_object_get(body, "batchPolicy");
     if (bp) {
         static const char *const bkeys[] = {"allOrNone", NULL};
-        if (!json_is_object(bp) || only_keys(bp, "batchPolicy", bkeys, p) != 0 ||
+        if (!json_is_object(bp) || pb_problem_only_keys(bp, "batchPolicy", bkeys, p) != 0 ||
             (json_object_get(bp, "allOrNone") && !json_is_boolean(json_object_get(bp, "allOrNone")))) {
             if (!p->status)
                 pb_problem_invalid(p, "body", "batchPolicy.allOrNone", "must be true or false");
@@ -934,7 +915,7 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
             pb_problem_invalid(p, "body", "retryPolicy", "applies to asynchronous writes only");
             return -1;
         }
-        if (!json_is_object(rp) || only_keys(rp, "retryPolicy", rkeys, p) != 0 ||
+        if (!json_is_object(rp) || pb_problem_only_keys(rp, "retryPolicy", rkeys, p) != 0 ||
             int_in(rp, "deadlineHours", "retryPolicy.deadlineHours", 1, 48, 0, &a->deadline_hours, p) != 0) {
             if (!p->status)
                 pb_problem_invalid(p, "body", "retryPolicy", "must be an object");
@@ -956,7 +937,7 @@ static int validate(struct pb_app *app, const char *project_id, const char *inte
             return -1;
         }
         a->autobatch_deadline_hours = a->deadline_hours;
-        if (!json_is_object(abp) || only_keys(abp, "autoBatchPolicy", akeys, p) != 0 ||
+        if (!json_is_object(abp) || pb_problem_only_keys(abp, "autoBatchPolicy", akeys, p) != 0 ||
             int_in(abp, "maxDelayMinutes", "autoBatchPolicy.maxDelayMinutes", 1, 1440, 1,
                    &a->autobatch_minutes, p) != 0 ||
             int_in(abp, "retryDeadlineHours", "autoBatchPolicy.retryDeadlineHours", 1, 48, 0,
